@@ -1,0 +1,185 @@
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+from orgs.models import Organization, Product
+
+from .catalogue import CATEGORIES, CATEGORY_BY_KEY
+
+
+class AppendOnlyError(Exception):
+    """Raised on any attempt to change or remove an audit event through the ORM."""
+
+
+class Activity(models.Model):
+    """One row per action of the catalogue (audit/catalogue.py), made by migration."""
+
+    key = models.SlugField(max_length=64, unique=True)
+    label = models.CharField(max_length=120)
+    category = models.CharField(max_length=32, choices=[(c.key, c.label) for c in CATEGORIES])
+    user_created = models.BooleanField(default=False)
+    template = models.CharField(max_length=300)
+    position = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["position"]
+        verbose_name_plural = "activities"
+
+    def __str__(self) -> str:
+        return self.label
+
+    @property
+    def category_label(self) -> str:
+        return CATEGORY_BY_KEY[self.category].label
+
+
+class ActivitySetting(models.Model):
+    """Whether an organization stores user-created content for one product.
+    No row means Stored, the default."""
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="activity_settings"
+    )
+    product = models.OneToOneField(
+        Product, on_delete=models.CASCADE, related_name="activity_setting"
+    )
+    content_stored = models.BooleanField(default=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    def __str__(self) -> str:
+        return f"{self.product}: {'Stored' if self.content_stored else 'Not stored'}"
+
+
+class TrustedJSONField(models.JSONField):
+    """JSON written only by the recording service's own encoder: SQLite's per-row
+    JSON_VALID check would re-parse every value it has just been given."""
+
+    def db_check(self, connection):
+        return None
+
+
+class EventQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise AppendOnlyError("Audit events are append-only: they cannot be updated.")
+
+    def delete(self):
+        raise AppendOnlyError("Audit events are append-only: only the retention job removes them.")
+
+    def bulk_update(self, *args, **kwargs):
+        raise AppendOnlyError("Audit events are append-only: they cannot be updated.")
+
+
+class Event(models.Model):
+    """One activity, written once by audit.services and never changed.
+
+    Actor, product and site are copied into the row rather than referenced, so an
+    event outlives the account, product or site it names."""
+
+    class ActorType(models.TextChoices):
+        USER = "user", "User"
+        API_TOKEN = "api_token", "API token"
+        PRODUCT = "product", "Product"
+        SYSTEM = "system", "System"
+
+    id = models.BigAutoField(primary_key=True)
+    organization = models.ForeignKey(
+        Organization, on_delete=models.PROTECT, related_name="+", db_index=False
+    )
+    occurred_at = models.DateTimeField()
+    recorded_at = models.DateTimeField()
+    action = models.ForeignKey(Activity, on_delete=models.PROTECT, related_name="+", db_index=False)
+    actor_type = models.CharField(max_length=16, choices=ActorType.choices)
+    actor_id = models.CharField(max_length=64, blank=True)
+    actor_name = models.CharField(max_length=200, blank=True)
+    actor_email = models.CharField(max_length=254, blank=True)
+    product_id = models.BigIntegerField(null=True, blank=True)
+    product_kind = models.CharField(max_length=40, blank=True)
+    site_name = models.CharField(max_length=253, blank=True)
+    context = TrustedJSONField(default=list, blank=True)
+    container = TrustedJSONField(default=list, blank=True)
+    content = models.CharField(max_length=500, blank=True)
+    details = TrustedJSONField(default=dict, blank=True)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=500, blank=True)
+    country = models.CharField(max_length=100, blank=True)
+    region = models.CharField(max_length=100, blank=True)
+    city = models.CharField(max_length=100, blank=True)
+    message = models.CharField(max_length=1000)
+
+    objects = EventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-occurred_at", "-id"]
+        indexes = [
+            models.Index(fields=["organization", "occurred_at", "id"], name="event_org_time"),
+            models.Index(
+                fields=["organization", "action", "occurred_at", "id"], name="event_org_action_time"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.occurred_at:%Y-%m-%d %H:%M:%S} {self.message}"
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise AppendOnlyError("Audit events are append-only: they cannot be updated.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise AppendOnlyError("Audit events are append-only: only the retention job removes them.")
+
+    @property
+    def product_name(self) -> str:
+        return (
+            Product.Kind(self.product_kind).label
+            if self.product_kind in Product.Kind
+            else (self.product_kind)
+        )
+
+
+class EventTerm(models.Model):
+    """The exact-term search index: one row per normalized (lower-cased, trimmed)
+    user name, email, group name or site name appearing in an event, filled at
+    write time. Its primary key is the index the search walks.
+
+    No foreign-key constraints or extra indexes: each would cost every write, and
+    the retention job removes a term by its primary key, which it derives from the
+    event exactly as the recording service did."""
+
+    pk = models.CompositePrimaryKey("organization", "term", "occurred_at", "event")
+    organization = models.ForeignKey(
+        Organization,
+        on_delete=models.DO_NOTHING,
+        related_name="+",
+        db_index=False,
+        db_constraint=False,
+    )
+    term = models.CharField(max_length=200)
+    occurred_at = models.DateTimeField()
+    event = models.ForeignKey(
+        Event, on_delete=models.DO_NOTHING, related_name="+", db_index=False, db_constraint=False
+    )
+
+    def __str__(self) -> str:
+        return self.term
+
+
+class EventHourlyCount(models.Model):
+    """Events per organization, hour and action, kept up to date at write time so
+    the activity chart never scans the events of a long range."""
+
+    pk = models.CompositePrimaryKey("organization", "hour", "action")
+    organization = models.ForeignKey(
+        Organization, on_delete=models.DO_NOTHING, related_name="+", db_index=False
+    )
+    hour = models.DateTimeField()
+    action = models.ForeignKey(
+        Activity, on_delete=models.DO_NOTHING, related_name="+", db_index=False
+    )
+    count = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H}h: {self.count}"

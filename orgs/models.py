@@ -1,0 +1,211 @@
+from zoneinfo import available_timezones
+
+from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
+from django.db import models
+from django.utils import timezone
+
+TIME_ZONE_CHOICES = [(tz, tz) for tz in sorted(available_timezones())]
+
+
+class UserManager(BaseUserManager):
+    use_in_migrations = True
+
+    def _create_user(self, email: str, password: str | None, **extra):
+        if not email:
+            raise ValueError("An email address is required")
+        user = self.model(email=self.normalize_email(email).lower(), **extra)
+        user.set_password(password)
+        user.save(using=self._db)
+        return user
+
+    def create_user(self, email: str, password: str | None = None, **extra):
+        extra.setdefault("is_staff", False)
+        extra.setdefault("is_superuser", False)
+        return self._create_user(email, password, **extra)
+
+    def create_superuser(self, email: str, password: str | None = None, **extra):
+        extra.update(is_staff=True, is_superuser=True)
+        return self._create_user(email, password, **extra)
+
+
+class User(AbstractBaseUser, PermissionsMixin):
+    """An account: signs in with its email. Org admins and the accounts their
+    products serve are the same kind of row; Membership says who is what where."""
+
+    email = models.EmailField(unique=True)
+    name = models.CharField(max_length=150, blank=True)
+    time_zone = models.CharField(max_length=64, default="UTC", choices=TIME_ZONE_CHOICES)
+    is_staff = models.BooleanField(default=False)
+    is_active = models.BooleanField(default=True)
+    date_joined = models.DateTimeField(default=timezone.now)
+
+    objects = UserManager()
+
+    USERNAME_FIELD = "email"
+    EMAIL_FIELD = "email"
+    REQUIRED_FIELDS: list[str] = []
+
+    class Meta:
+        ordering = ["email"]
+
+    def __str__(self) -> str:
+        return self.email
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.email
+
+    @property
+    def email_domain(self) -> str:
+        return self.email.rpartition("@")[2].lower()
+
+
+class Plan(models.Model):
+    """A subscription plan and what it includes. Rows are created by a data
+    migration from the vendor's entitlement table; staff may edit them."""
+
+    key = models.SlugField(max_length=40, unique=True)
+    name = models.CharField(max_length=80)
+    audit_log = models.BooleanField(
+        "audit log available",
+        default=False,
+        help_text="Without it the organization audit log page explains the upgrade.",
+    )
+    admin_activity = models.BooleanField(
+        default=False,
+        help_text="Site & product users, groups, organization, security policies, "
+        "user accounts and the audit log's own settings.",
+    )
+    user_created_activity = models.BooleanField(default=False)
+    user_created_product_kinds = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="Comma-separated product kinds whose user-created activity is recorded "
+        "(e.g. 'jira,confluence'); blank means every product.",
+    )
+    classification_activity = models.BooleanField(default=False)
+    api_token_activity = models.BooleanField("API token usage", default=False)
+    export_activity = models.BooleanField(
+        default=False, help_text="Exports of Confluence pages and spaces."
+    )
+    content_setting = models.BooleanField(
+        "stored / not-stored setting",
+        default=False,
+        help_text="Admins may choose whether user-created content is stored.",
+    )
+    streaming = models.BooleanField(default=False)
+    max_webhooks = models.PositiveSmallIntegerField(default=0)
+    retention_days = models.PositiveIntegerField(default=180)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def covers_product(self, product_kind: str) -> bool:
+        kinds = {k.strip() for k in self.user_created_product_kinds.split(",") if k.strip()}
+        return not kinds or product_kind in kinds
+
+
+class Organization(models.Model):
+    name = models.CharField(max_length=120)
+    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="organizations")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        ADMIN = "admin", "Organization admin"
+        MEMBER = "member", "Member"
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="memberships")
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "user"], name="membership_unique")
+        ]
+        indexes = [models.Index(fields=["user", "role"], name="membership_user_role")]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.organization} ({self.role})"
+
+
+class VerifiedDomain(models.Model):
+    """Accounts whose email is on a verified domain are managed by the org."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="domains")
+    domain = models.CharField(max_length=253, unique=True)
+    verified_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["domain"]
+
+    def __str__(self) -> str:
+        return self.domain
+
+    def save(self, *args, **kwargs):
+        self.domain = self.domain.strip().lower()
+        super().save(*args, **kwargs)
+
+
+class Site(models.Model):
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="sites")
+    name = models.CharField(max_length=253, unique=True, help_text="e.g. acme.example.net")
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Product(models.Model):
+    class Kind(models.TextChoices):
+        JIRA = "jira", "Jira"
+        CONFLUENCE = "confluence", "Confluence"
+        BITBUCKET = "bitbucket", "Bitbucket"
+        JSM = "jira-service-management", "Jira Service Management"
+        TRELLO = "trello", "Trello"
+        LOOM = "loom", "Loom"
+
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="products")
+    kind = models.CharField(max_length=40, choices=Kind.choices)
+
+    class Meta:
+        ordering = ["site__name", "kind"]
+        constraints = [models.UniqueConstraint(fields=["site", "kind"], name="product_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} on {self.site.name}"
+
+    @property
+    def name(self) -> str:
+        return self.get_kind_display()
+
+
+class Group(models.Model):
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="groups")
+    name = models.CharField(max_length=120)
+    description = models.CharField(max_length=300, blank=True)
+    members = models.ManyToManyField(User, blank=True, related_name="user_groups")
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "name"], name="group_unique")
+        ]
+
+    def __str__(self) -> str:
+        return self.name

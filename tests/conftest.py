@@ -1,0 +1,67 @@
+"""The cast every test can use: an org on Guard Premium with its admin, a member,
+an outsider and another org; staff; sites and products."""
+
+import pytest
+
+from orgs.models import Membership, Organization, Plan, Product, Site, User
+
+
+def plan(key: str) -> Plan:
+    return Plan.objects.get(key=key)
+
+
+@pytest.fixture
+def org(db) -> Organization:
+    return Organization.objects.create(name="Acme", plan=plan("guard-premium"))
+
+
+@pytest.fixture
+def other_org(db) -> Organization:
+    return Organization.objects.create(name="Globex", plan=plan("guard-premium"))
+
+
+@pytest.fixture
+def site(org) -> Site:
+    return Site.objects.create(organization=org, name="acme.example.net")
+
+
+@pytest.fixture
+def jira(site) -> Product:
+    return Product.objects.create(site=site, kind=Product.Kind.JIRA)
+
+
+@pytest.fixture
+def confluence(site) -> Product:
+    return Product.objects.create(site=site, kind=Product.Kind.CONFLUENCE)
+
+
+@pytest.fixture
+def bitbucket(site) -> Product:
+    return Product.objects.create(site=site, kind=Product.Kind.BITBUCKET)
+
+
+def make_user(email: str, org: Organization | None = None, role: str = "member", **extra) -> User:
+    user = User.objects.create_user(email, "pw-for-tests", name=extra.pop("name", ""), **extra)
+    if org is not None:
+        Membership.objects.create(user=user, organization=org, role=role)
+    return user
+
+
+@pytest.fixture
+def admin(org) -> User:
+    return make_user("alice@acme.test", org, Membership.Role.ADMIN, name="Alice Admin")
+
+
+@pytest.fixture
+def member(org) -> User:
+    return make_user("bob@acme.test", org, Membership.Role.MEMBER, name="Bob Member")
+
+
+@pytest.fixture
+def outsider(other_org) -> User:
+    return make_user("olga@globex.test", other_org, Membership.Role.ADMIN, name="Olga Outsider")
+
+
+@pytest.fixture
+def staff(db) -> User:
+    return User.objects.create_superuser("staff@acme.test", "pw-for-tests", name="Sam Staff")
