@@ -5,4 +5,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("", include("orgs.urls")),
+    path("", include("audit.urls")),
+    path("", include("exports.urls")),
 ]
