@@ -8,7 +8,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def run_manage(*args: str, **env: str) -> subprocess.CompletedProcess:
     full_env = {**os.environ, **env}
-    full_env.pop("Q_SYNC", None)
+    for name in ("Q_SYNC", "DJANGO_ALLOW_ASYNC_UNSAFE"):
+        full_env.pop(name, None)
     return subprocess.run(
         [sys.executable, "manage.py", *args],
         cwd=ROOT,
