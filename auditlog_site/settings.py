@@ -199,6 +199,10 @@ else:
 AUDIT_PAGE_SIZE = envint("AUDIT_PAGE_SIZE", 50)
 AUDIT_RECORD_BATCH_SIZE = envint("AUDIT_RECORD_BATCH_SIZE", 2000)
 
+# Exports: at most this many activities per file; the download link lasts this long.
+EXPORT_MAX_ROWS = envint("EXPORT_MAX_ROWS", 10_000)
+EXPORT_LINK_TTL = envint("EXPORT_LINK_TTL", 60 * 60 * 24)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
