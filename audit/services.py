@@ -456,3 +456,66 @@ def request_meta(request: HttpRequest) -> dict:
         forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
         ip = forwarded.split(",")[0].strip() or ip
     return {"ip": ip, "user_agent": request.META.get("HTTP_USER_AGENT", "")[:500]}
+
+
+# Activity settings: whether user-created content is stored, per product.
+
+
+def stored_label(content_stored: bool) -> str:
+    return "Stored" if content_stored else "Not stored"
+
+
+def activity_setting_refusal(organization: Organization, product: Product | None = None) -> str:
+    """Why `organization` may not choose Stored / Not stored (for `product`), or ""."""
+    plan = organization.plan
+    if not (plan.audit_log and plan.user_created_activity and plan.content_setting):
+        return f"The {plan.name} plan does not include user-created activity settings."
+    if product is not None and not plan.covers_product(product.kind):
+        return f"The {plan.name} plan does not record user-created activity for {product.name}."
+    return ""
+
+
+def activity_setting_update(
+    *,
+    organization: Organization,
+    product: Product,
+    content_stored: bool,
+    actor_user: User,
+    ip: str | None = None,
+    user_agent: str = "",
+) -> bool:
+    """Store or stop storing user-created content for `product` from now on; events
+    recorded before keep what they had. Records activity_settings_updated when the
+    value changes and returns whether it did. Raises PermissionDenied (changing
+    nothing) when the plan does not include the setting for that product."""
+    from django.core.exceptions import PermissionDenied
+
+    if product.site.organization_id != organization.pk:
+        raise ValueError(f"{product} does not belong to {organization}")
+    refusal = activity_setting_refusal(organization, product)
+    if refusal:
+        raise PermissionDenied(refusal)
+    with transaction.atomic():
+        setting, _ = ActivitySetting.objects.get_or_create(
+            product=product, defaults={"organization": organization}
+        )
+        # Lock the row so two admins saving at once record the true old value.
+        setting = ActivitySetting.objects.select_for_update().get(pk=setting.pk)
+        old = setting.content_stored
+        if old == content_stored:
+            return False
+        setting.content_stored = content_stored
+        setting.updated_at = timezone.now()
+        setting.updated_by = actor_user
+        setting.save(update_fields=["content_stored", "updated_at", "updated_by"])
+        event_record(
+            organization=organization,
+            action="activity_settings_updated",
+            actor=Actor.for_user(actor_user),
+            product=product,
+            context=[item("product", product.pk, product.name)],
+            details={"old": stored_label(old), "new": stored_label(content_stored)},
+            ip=ip,
+            user_agent=user_agent,
+        )
+    return True
