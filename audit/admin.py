@@ -28,6 +28,13 @@ class ActivitySettingAdmin(admin.ModelAdmin):
     list_select_related = ["product__site", "organization", "updated_by"]
     search_fields = ["organization__name"]
 
+    # Changes go through the organization's page (orgs/admin.py), which records them.
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
 
 class BoundedCountPaginator(Paginator):
     """The admin changelist would COUNT the whole events table on every page; this

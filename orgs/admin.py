@@ -1,7 +1,101 @@
-from django.contrib import admin
+"""The Django admin for staff. Every change it makes to an organization's
+audit-relevant state (plan, memberships and roles, activity settings, sites, products,
+verified domains) is recorded through audit.services like any other activity, with
+the staff user as the actor and the request's IP address and user agent."""
+
+from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.core.exceptions import PermissionDenied
+
+from audit.models import ActivitySetting
+from audit.services import (
+    Actor,
+    activity_setting_refusal,
+    activity_setting_update,
+    event_record,
+    item,
+    request_meta,
+    user_item,
+)
 
 from .models import Group, Membership, Organization, Plan, Product, Site, User, VerifiedDomain
+
+ROLE_LABELS = dict(Membership.Role.choices)
+
+
+def _record(request, organization: Organization, action: str, **fields) -> None:
+    event_record(
+        organization=organization,
+        action=action,
+        actor=Actor.for_user(request.user),
+        **request_meta(request),
+        **fields,
+    )
+
+
+def _membership_added(request, membership: Membership) -> None:
+    _record(
+        request,
+        membership.organization,
+        "org_member_added",
+        context=[user_item(membership.user)],
+        details={"role": ROLE_LABELS.get(membership.role, membership.role)},
+    )
+
+
+def _membership_removed(request, membership: Membership) -> None:
+    _record(
+        request,
+        membership.organization,
+        "org_member_removed",
+        context=[user_item(membership.user)],
+        details={"role": ROLE_LABELS.get(membership.role, membership.role)},
+    )
+
+
+def _membership_saved(request, membership: Membership, before: Membership | None) -> None:
+    """Record what a save changed, given the row as it was (None: it is new)."""
+    if before is None:
+        _membership_added(request, membership)
+        return
+    if (before.organization_id, before.user_id) != (membership.organization_id, membership.user_id):
+        _membership_removed(request, before)
+        _membership_added(request, membership)
+        return
+    if before.role == membership.role:
+        return
+    if membership.role == Membership.Role.ADMIN:
+        action = "org_admin_added"
+    elif before.role == Membership.Role.ADMIN:
+        action = "org_admin_removed"
+    else:
+        action = "org_member_role_changed"
+    _record(
+        request,
+        membership.organization,
+        action,
+        context=[user_item(membership.user)],
+        details={
+            "old": ROLE_LABELS.get(before.role, before.role),
+            "new": ROLE_LABELS.get(membership.role, membership.role),
+        },
+    )
+
+
+def _domain_recorded(request, domain: VerifiedDomain, action: str) -> None:
+    _record(
+        request, domain.organization, action, context=[item("domain", domain.pk, domain.domain)]
+    )
+
+
+def _product_added(request, product: Product) -> None:
+    _record(request, product.site.organization, "product_added", product=product)
+
+
+def _memberships_before(pks) -> dict[int, Membership]:
+    pks = [pk for pk in pks if pk is not None]
+    rows = Membership.objects.filter(pk__in=pks).select_related("user", "organization__plan")
+    return {m.pk: m for m in rows}
 
 
 @admin.register(User)
@@ -22,6 +116,18 @@ class UserAdmin(BaseUserAdmin):
     add_fieldsets = [
         (None, {"classes": ["wide"], "fields": ["email", "name", "password1", "password2"]})
     ]
+
+    # Deleting an account ends its memberships: each organization records the removal.
+    def delete_model(self, request, obj):
+        for membership in obj.memberships.select_related("user", "organization__plan"):
+            _membership_removed(request, membership)
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        memberships = Membership.objects.filter(user__in=queryset)
+        for membership in memberships.select_related("user", "organization__plan"):
+            _membership_removed(request, membership)
+        super().delete_queryset(request, queryset)
 
 
 @admin.register(Plan)
@@ -57,13 +163,113 @@ class DomainInline(admin.TabularInline):
     extra = 0
 
 
+class ActivitySettingInline(admin.TabularInline):
+    """Stored / Not stored per product. Saved through activity_setting_update (see
+    OrganizationAdmin.save_formset), so a staff change is recorded like an admin's.
+    Read-only on plans without the setting; no rows to delete (Stored is the default)."""
+
+    model = ActivitySetting
+    fk_name = "organization"
+    extra = 0
+    can_delete = False
+    fields = ["product", "content_stored", "updated_at", "updated_by"]
+    readonly_fields = ["updated_at", "updated_by"]
+    verbose_name = "activity setting (user-created content)"
+
+    def get_formset(self, request, obj=None, **kwargs):
+        formset = super().get_formset(request, obj, **kwargs)
+        field = formset.form.base_fields.get("product")
+        if field is not None:  # only this organization's products
+            field.queryset = Product.objects.filter(site__organization=obj).select_related("site")
+        return formset
+
+    def has_add_permission(self, request, obj=None):
+        return self._allowed(obj) and super().has_add_permission(request, obj)
+
+    def has_change_permission(self, request, obj=None):
+        return self._allowed(obj) and super().has_change_permission(request, obj)
+
+    @staticmethod
+    def _allowed(obj) -> bool:
+        return obj is not None and not activity_setting_refusal(obj)
+
+
 @admin.register(Organization)
 class OrganizationAdmin(admin.ModelAdmin):
     list_display = ["name", "plan", "created_at"]
     list_filter = ["plan"]
     search_fields = ["name"]
     list_select_related = ["plan"]
-    inlines = [SiteInline, DomainInline, MembershipInline]
+    inlines = [SiteInline, DomainInline, MembershipInline, ActivitySettingInline]
+
+    def save_model(self, request, obj, form, change):
+        old_plan = obj.__class__.objects.get(pk=obj.pk).plan if change else None
+        super().save_model(request, obj, form, change)
+        if old_plan is not None and old_plan.pk != obj.plan_id:
+            self._record_plan_change(request, obj, old_plan)
+
+    @staticmethod
+    def _record_plan_change(request, org: Organization, old_plan: Plan) -> None:
+        # Recorded under the rules of whichever plan keeps it: the new plan's when it
+        # records organization activity, else the old one's. So a downgrade to a plan
+        # without an audit log is still the last event of the log it ends, and an
+        # upgrade is the first event of the log it starts.
+        ruling = org
+        if not (org.plan.audit_log and org.plan.admin_activity):
+            ruling = Organization(pk=org.pk, name=org.name, plan=old_plan)
+        _record(
+            request,
+            ruling,
+            "org_plan_changed",
+            details={"old": old_plan.name, "new": org.plan.name},
+        )
+
+    def save_formset(self, request, form, formset, change):
+        if formset.model is Membership:
+            self._save_memberships(request, formset)
+        elif formset.model is ActivitySetting:
+            self._save_activity_settings(request, form.instance, formset)
+        elif formset.model is Site:
+            super().save_formset(request, form, formset, change)
+            for site in formset.new_objects:
+                _record(request, site.organization, "site_added", site=site)
+        elif formset.model is VerifiedDomain:
+            super().save_formset(request, form, formset, change)
+            for domain in formset.new_objects:
+                _domain_recorded(request, domain, "domain_verified")
+            for domain in formset.deleted_objects:
+                _domain_recorded(request, domain, "domain_removed")
+        else:
+            super().save_formset(request, form, formset, change)
+
+    @staticmethod
+    def _save_memberships(request, formset) -> None:
+        before = _memberships_before(f.instance.pk for f in formset.initial_forms)
+        formset.save()
+        for membership in formset.new_objects:
+            _membership_added(request, membership)
+        for membership, _ in formset.changed_objects:
+            _membership_saved(request, membership, before.get(membership.pk))
+        for membership in formset.deleted_objects:
+            _membership_removed(request, before.get(membership.pk, membership))
+
+    @staticmethod
+    def _save_activity_settings(request, org: Organization, formset) -> None:
+        formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
+        for subform in formset.forms:
+            if not subform.has_changed():
+                continue
+            try:
+                activity_setting_update(
+                    organization=org,
+                    product=subform.cleaned_data["product"],
+                    content_stored=subform.cleaned_data["content_stored"],
+                    actor_user=request.user,
+                    **request_meta(request),
+                )
+            except PermissionDenied as refusal:  # e.g. the plan was changed in the same save
+                messages.warning(request, f"Activity settings were not changed: {refusal}")
+                return
 
 
 @admin.register(Membership)
@@ -74,12 +280,40 @@ class MembershipAdmin(admin.ModelAdmin):
     list_select_related = ["user", "organization"]
     autocomplete_fields = ["user", "organization"]
 
+    def save_model(self, request, obj, form, change):
+        before = _memberships_before([obj.pk]).get(obj.pk) if change else None
+        super().save_model(request, obj, form, change)
+        _membership_saved(request, obj, before)
+
+    def delete_model(self, request, obj):
+        _membership_removed(request, obj)
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        for membership in queryset.select_related("user", "organization__plan"):
+            _membership_removed(request, membership)
+        super().delete_queryset(request, queryset)
+
 
 @admin.register(VerifiedDomain)
 class VerifiedDomainAdmin(admin.ModelAdmin):
     list_display = ["domain", "organization", "verified_at"]
     search_fields = ["domain", "organization__name"]
     list_select_related = ["organization"]
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if not change:
+            _domain_recorded(request, obj, "domain_verified")
+
+    def delete_model(self, request, obj):
+        _domain_recorded(request, obj, "domain_removed")
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        for domain in queryset.select_related("organization__plan"):
+            _domain_recorded(request, domain, "domain_removed")
+        super().delete_queryset(request, queryset)
 
 
 class ProductInline(admin.TabularInline):
@@ -95,6 +329,16 @@ class SiteAdmin(admin.ModelAdmin):
     list_select_related = ["organization"]
     inlines = [ProductInline]
 
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if not change:
+            _record(request, obj.organization, "site_added", site=obj)
+
+    def save_formset(self, request, form, formset, change):
+        super().save_formset(request, form, formset, change)
+        for product in formset.new_objects:
+            _product_added(request, product)
+
 
 @admin.register(Product)
 class ProductAdmin(admin.ModelAdmin):
@@ -102,6 +346,11 @@ class ProductAdmin(admin.ModelAdmin):
     list_filter = ["kind"]
     search_fields = ["site__name", "site__organization__name"]
     list_select_related = ["site__organization"]
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if not change:
+            _product_added(request, obj)
 
     @admin.display(ordering="site__organization__name")
     def organization(self, obj: Product):
