@@ -198,6 +198,10 @@ else:
 # The audit log itself.
 AUDIT_PAGE_SIZE = envint("AUDIT_PAGE_SIZE", 50)
 AUDIT_RECORD_BATCH_SIZE = envint("AUDIT_RECORD_BATCH_SIZE", 2000)
+# The daily retention job removes expired events in batches of this many, one short
+# transaction each, pausing between them so recording and the page go on meanwhile.
+AUDIT_PURGE_BATCH_SIZE = envint("AUDIT_PURGE_BATCH_SIZE", 1000)
+AUDIT_PURGE_PAUSE = float(os.getenv("AUDIT_PURGE_PAUSE", "0.02"))
 
 # Exports: at most this many activities per file; the download link lasts this long.
 EXPORT_MAX_ROWS = envint("EXPORT_MAX_ROWS", 10_000)

@@ -1,0 +1,394 @@
+"""Retention: the job that removes events past their plan's retention, and the
+database guard that refuses every other change to the events and their search terms.
+
+The guard (installed by migration 0003, see `append_only_install`):
+
+- PostgreSQL: row triggers refuse UPDATE always and DELETE unless the transaction-local
+  setting `auditlog.purge` is 'on'; a statement trigger refuses TRUNCATE the same way.
+  Only `purge_allowed()` sets it, with `set_config(..., true)` (SET LOCAL).
+- SQLite has no session settings: the triggers refuse UPDATE always and DELETE unless
+  the table `audit_purgeguard` has a row. `purge_allowed()` inserts that row inside its
+  transaction and deletes it before commit; other connections never see an uncommitted
+  row, so the permission is transaction-local in effect. A BEFORE INSERT trigger also
+  refuses `INSERT OR REPLACE` over an existing event (SQLite's REPLACE deletes without
+  firing delete triggers).
+
+Both refuse with an IntegrityError. The guard stops mistakes and code that bypasses the
+ORM; it is not a boundary against someone who holds the database's owner role or file.
+"""
+
+import importlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from orgs.models import Organization
+
+from .models import Event, EventHourlyCount, EventTerm
+from .services import SYSTEM, Actor, _terms, event_record
+
+logger = logging.getLogger(__name__)
+
+GUARDED_TABLES = ("audit_event", "audit_eventterm")
+PURGE_SETTING = "auditlog.purge"
+SQLITE_GUARD_TABLE = "audit_purgeguard"
+
+_PG_REFUSE = """
+CREATE OR REPLACE FUNCTION audit_append_only_refuse() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION '% is append-only: % refused', TG_TABLE_NAME, TG_OP
+        USING ERRCODE = 'restrict_violation',
+              HINT = 'Only the retention job (audit.retention) removes rows.';
+END
+$$
+"""
+_PG_NOT_PURGING = f"(current_setting('{PURGE_SETTING}', true) IS DISTINCT FROM 'on')"
+
+
+def _pg_trigger_sql(table: str) -> list[str]:
+    refuse = "EXECUTE FUNCTION audit_append_only_refuse()"
+    return [
+        f"DROP TRIGGER IF EXISTS {table}_no_update ON {table}",
+        f"DROP TRIGGER IF EXISTS {table}_no_delete ON {table}",
+        f"DROP TRIGGER IF EXISTS {table}_no_truncate ON {table}",
+        f"CREATE TRIGGER {table}_no_update BEFORE UPDATE ON {table} FOR EACH ROW {refuse}",
+        # Row triggers, not statement triggers: a DELETE that matches nothing (as
+        # Django's save() may issue) is no change and passes; the WHEN clause keeps
+        # the per-row cost of the purge to one setting lookup.
+        f"CREATE TRIGGER {table}_no_delete BEFORE DELETE ON {table} FOR EACH ROW "
+        f"WHEN {_PG_NOT_PURGING} {refuse}",
+        f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} FOR EACH STATEMENT "
+        f"WHEN {_PG_NOT_PURGING} {refuse}",
+    ]
+
+
+def _sqlite_trigger_sql(table: str) -> list[str]:
+    def refuse(op: str) -> str:
+        return f"BEGIN SELECT RAISE(ABORT, '{table} is append-only: {op} refused'); END"
+
+    sql = [
+        f"DROP TRIGGER IF EXISTS {table}_no_update",
+        f"DROP TRIGGER IF EXISTS {table}_no_delete",
+        f"DROP TRIGGER IF EXISTS {table}_no_replace",
+        f"CREATE TRIGGER {table}_no_update BEFORE UPDATE ON {table} {refuse('UPDATE')}",
+        f"CREATE TRIGGER {table}_no_delete BEFORE DELETE ON {table} "
+        f"WHEN NOT EXISTS (SELECT 1 FROM {SQLITE_GUARD_TABLE}) {refuse('DELETE')}",
+    ]
+    if table == "audit_event":
+        # A search-term row is all key: replacing one changes nothing. An event is not.
+        sql.append(
+            f"CREATE TRIGGER {table}_no_replace BEFORE INSERT ON {table} "
+            f"WHEN NEW.id IS NOT NULL AND EXISTS (SELECT 1 FROM {table} WHERE id = NEW.id) "
+            f"{refuse('REPLACE')}"
+        )
+    return sql
+
+
+def append_only_install(schema_editor) -> None:
+    """(Re)creates the guard's triggers. Idempotent. A migration that makes Django
+    rebuild audit_event or audit_eventterm on SQLite (most AlterFields do: the table
+    is copied and the old one dropped, triggers with it) must call this again;
+    tests/audit/test_append_only_db.py fails if it does not."""
+    vendor = schema_editor.connection.vendor
+    if vendor == "postgresql":
+        statements = [_PG_REFUSE]
+        for table in GUARDED_TABLES:
+            statements += _pg_trigger_sql(table)
+    elif vendor == "sqlite":
+        statements = [f"CREATE TABLE IF NOT EXISTS {SQLITE_GUARD_TABLE} (id integer PRIMARY KEY)"]
+        for table in GUARDED_TABLES:
+            statements += _sqlite_trigger_sql(table)
+    else:  # other databases: the ORM's AppendOnlyError is the only guard
+        return
+    for sql in statements:
+        schema_editor.execute(sql, params=None)
+
+
+def append_only_uninstall(schema_editor) -> None:
+    vendor = schema_editor.connection.vendor
+    for table in GUARDED_TABLES:
+        for suffix in ("no_update", "no_delete", "no_truncate", "no_replace"):
+            if vendor == "postgresql":
+                schema_editor.execute(f"DROP TRIGGER IF EXISTS {table}_{suffix} ON {table}")
+            elif vendor == "sqlite":
+                schema_editor.execute(f"DROP TRIGGER IF EXISTS {table}_{suffix}")
+    if vendor == "postgresql":
+        schema_editor.execute("DROP FUNCTION IF EXISTS audit_append_only_refuse()")
+    elif vendor == "sqlite":
+        schema_editor.execute(f"DROP TABLE IF EXISTS {SQLITE_GUARD_TABLE}")
+
+
+@contextmanager
+def purge_allowed(using=None) -> Iterator[None]:
+    """Lets the current transaction delete events and search terms. Must run inside
+    transaction.atomic(); the permission ends with the block (and is withdrawn
+    explicitly too, so an enclosing transaction, as in tests, does not keep it)."""
+    conn = using or connection
+    if not conn.in_atomic_block:
+        raise RuntimeError("purge_allowed() must run inside transaction.atomic()")
+    with conn.cursor() as cursor:
+        if conn.vendor == "postgresql":
+            cursor.execute("SELECT set_config(%s, 'on', true)", [PURGE_SETTING])
+        elif conn.vendor == "sqlite":
+            cursor.execute(f"INSERT OR REPLACE INTO {SQLITE_GUARD_TABLE} (id) VALUES (1)")
+        try:
+            yield
+        finally:
+            if conn.vendor == "postgresql":
+                cursor.execute("SELECT set_config(%s, 'off', true)", [PURGE_SETTING])
+            elif conn.vendor == "sqlite":
+                cursor.execute(f"DELETE FROM {SQLITE_GUARD_TABLE}")
+
+
+# The purge.
+
+
+def retention_cutoff(organization: Organization, now: datetime | None = None) -> datetime:
+    """Events that occurred before this moment are past the organization's retention."""
+    return (now or timezone.now()) - timedelta(days=organization.plan.retention_days)
+
+
+@dataclass
+class OrgPurge:
+    organization: Organization
+    cutoff: datetime
+    events: int = 0  # removed, or that would be removed in a dry run
+    terms: int = 0
+    batches: int = 0
+    record_refusal: str = ""  # why the audit_log_purged event was not recorded, if it was not
+
+
+@dataclass
+class PurgeResult:
+    dry_run: bool
+    orgs: list[OrgPurge] = field(default_factory=list)
+    complete: bool = True  # False when the deadline stopped it with work left
+    export_files: int | None = None  # expired export files deleted; None: not run
+
+    @property
+    def events(self) -> int:
+        return sum(o.events for o in self.orgs)
+
+    def summary(self) -> dict:
+        return {
+            "dry_run": self.dry_run,
+            "complete": self.complete,
+            "events": self.events,
+            "export_files": self.export_files,
+            "orgs": {o.organization.pk: o.events for o in self.orgs if o.events},
+        }
+
+
+BatchCallback = Callable[[OrgPurge], None]
+
+_BATCH_COLUMNS = (
+    "id",
+    "occurred_at",
+    "action_id",
+    "actor_type",
+    "actor_id",
+    "actor_name",
+    "actor_email",
+    "site_name",
+    "context",
+    "container",
+)
+_IN_CHUNK = 500  # ids per DELETE ... IN (...): well under SQLite's parameter limit
+
+
+def audit_log_purge(
+    *,
+    now: datetime | None = None,
+    dry_run: bool = False,
+    organizations: Sequence[Organization] | None = None,
+    batch_size: int | None = None,
+    pause: float | None = None,
+    deadline: float | None = None,
+    on_batch: BatchCallback | None = None,
+) -> PurgeResult:
+    """Remove, per organization, the events older than its plan's retention with their
+    search terms and hourly counts, then the expired export files.
+
+    Each batch of AUDIT_PURGE_BATCH_SIZE oldest events is one short transaction,
+    followed by a pause of AUDIT_PURGE_PAUSE seconds, so the audit log page and
+    recording go on meanwhile. Records `audit_log_purged` (count) for each organization
+    that lost events, when its plan records audit log activity. `deadline` (a
+    time.monotonic() value) stops between batches with `complete=False`; what was
+    removed so far is recorded. A dry run counts and changes nothing.
+    """
+    now = now or timezone.now()
+    batch_size = batch_size or settings.AUDIT_PURGE_BATCH_SIZE
+    pause = settings.AUDIT_PURGE_PAUSE if pause is None else pause
+    if organizations is None:
+        organizations = Organization.objects.select_related("plan").order_by("pk")
+    result = PurgeResult(dry_run=dry_run)
+    batches = 0
+    for org in organizations:
+        if org.plan.retention_days < 1:
+            # 0 would erase the whole log: read as a slip in the admin, not an order.
+            logger.warning("%s: plan %s keeps 0 days; not purging", org, org.plan)
+            continue
+        purge = OrgPurge(org, retention_cutoff(org, now))
+        result.orgs.append(purge)
+        if dry_run:
+            purge.events = Event.objects.filter(
+                organization=org, occurred_at__lt=purge.cutoff
+            ).count()
+            continue
+        while True:
+            # Past the deadline, stop before the next batch; but a run always does at
+            # least one, so a run that is continued again and again still finishes.
+            if deadline is not None and batches and time.monotonic() >= deadline:
+                result.complete = False
+                break
+            removed = _batch_purge(purge, batch_size)
+            batches += 1
+            if removed and on_batch is not None:
+                on_batch(purge)
+            if removed < batch_size:
+                break
+            if pause:
+                time.sleep(pause)
+        if purge.events:
+            _purge_record(purge)
+        if not result.complete:
+            break
+    if not dry_run and result.complete:
+        result.export_files = _export_files_purge()
+    return result
+
+
+def _batch_purge(purge: OrgPurge, batch_size: int) -> int:
+    """One transaction: the oldest `batch_size` expired events of one organization,
+    their search terms and their share of the hourly counts. Returns events removed."""
+    org_id = purge.organization.pk
+    with transaction.atomic():
+        rows = list(
+            Event.objects.filter(organization_id=org_id, occurred_at__lt=purge.cutoff)
+            .order_by("occurred_at", "id")
+            .values_list(*_BATCH_COLUMNS)[:batch_size]
+        )
+        if not rows:
+            return 0
+        by_id = {row[0]: row for row in rows}
+        with purge_allowed(), connection.cursor() as cursor:
+            # Delete by id and act on what was really deleted: a second purge running
+            # at the same time must not decrement the counts of the same events twice.
+            deleted: list[int] = []
+            ids = list(by_id)
+            for start in range(0, len(ids), _IN_CHUNK):
+                chunk = ids[start : start + _IN_CHUNK]
+                cursor.execute(
+                    f"DELETE FROM {Event._meta.db_table} WHERE id IN "
+                    f"({', '.join(['%s'] * len(chunk))}) RETURNING id",
+                    chunk,
+                )
+                deleted += [r[0] for r in cursor.fetchall()]
+            gone = [by_id[i] for i in deleted]
+            terms = _terms_delete(cursor, org_id, gone)
+            _hourly_counts_subtract(cursor, org_id, gone)
+    purge.events += len(gone)
+    purge.terms += terms
+    purge.batches += 1
+    return len(rows)
+
+
+def _terms_delete(cursor, org_id: int, rows: list[tuple]) -> int:
+    """Deletes the search terms of `rows` by primary key, derived from each row exactly
+    as the recording service derived them. Nothing else is touched."""
+    adapt = connection.ops.adapt_datetimefield_value
+    keys = []
+    for event_id, occurred_at, _, a_type, a_id, a_name, a_email, site, context, container in rows:
+        actor = Actor(type=a_type, id=a_id, name=a_name, email=a_email)
+        at = adapt(occurred_at)
+        for term in _terms(actor, site, [*(context or []), *(container or [])]):
+            keys.append((term, at, event_id))
+    if not keys:
+        return 0
+    table = EventTerm._meta.db_table
+    if connection.vendor == "postgresql":
+        cursor.execute(
+            f"DELETE FROM {table} t USING unnest(%s::varchar[], %s::timestamptz[], "
+            "%s::bigint[]) AS k(term, occurred_at, event_id) "
+            "WHERE t.organization_id = %s AND t.term = k.term "
+            "AND t.occurred_at = k.occurred_at AND t.event_id = k.event_id",
+            [[k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], org_id],
+        )
+    else:
+        cursor.executemany(
+            f"DELETE FROM {table} WHERE organization_id = %s AND term = %s "
+            "AND occurred_at = %s AND event_id = %s",
+            [(org_id, *k) for k in keys],
+        )
+    deleted = cursor.rowcount
+    if deleted != len(keys):
+        # The terms were derived differently when recorded (services._terms changed?):
+        # the leftovers point at no event, so search ignores them, but they take space.
+        logger.warning(
+            "Organization %s: %d search terms expected, %d deleted", org_id, len(keys), deleted
+        )
+    return deleted
+
+
+def _hourly_counts_subtract(cursor, org_id: int, rows: list[tuple]) -> None:
+    hours = Counter(
+        (occurred_at.astimezone(UTC).replace(minute=0, second=0, microsecond=0), action_id)
+        for _, occurred_at, action_id, *_ in rows
+    )
+    if not hours:
+        return
+    adapt = connection.ops.adapt_datetimefield_value
+    table = EventHourlyCount._meta.db_table
+    cursor.executemany(
+        f"UPDATE {table} SET count = CASE WHEN count > %s THEN count - %s ELSE 0 END "
+        "WHERE organization_id = %s AND hour = %s AND action_id = %s",
+        [(n, n, org_id, adapt(hour), action_id) for (hour, action_id), n in hours.items()],
+    )
+    cursor.execute(
+        f"DELETE FROM {table} WHERE organization_id = %s AND hour >= %s AND hour <= %s "
+        "AND count = 0",
+        [org_id, adapt(min(h for h, _ in hours)), adapt(max(h for h, _ in hours))],
+    )
+
+
+def _purge_record(purge: OrgPurge) -> None:
+    recorded = event_record(
+        organization=purge.organization,
+        action="audit_log_purged",
+        actor=SYSTEM,
+        details={"count": purge.events},
+    )
+    purge.record_refusal = recorded.reason
+    logger.info(
+        "%s: removed %d events older than %s%s",
+        purge.organization,
+        purge.events,
+        purge.cutoff.isoformat(),
+        f" (not recorded: {recorded.reason})" if recorded.reason else "",
+    )
+
+
+def _export_files_purge() -> int | None:
+    """Deletes expired export files through the exports app, when it offers
+    `exports.services.export_files_purge_expired()`; None when it does not (yet)."""
+    try:
+        module = importlib.import_module("exports.services")
+    except ModuleNotFoundError as exc:
+        if exc.name != "exports.services":
+            raise
+        return None
+    purge = getattr(module, "export_files_purge_expired", None)
+    if purge is None:
+        logger.warning("exports.services has no export_files_purge_expired(): files kept")
+        return None
+    removed = purge()
+    return removed if isinstance(removed, int) else None
