@@ -1,0 +1,232 @@
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.core.management import call_command
+from django.db import connection, connections
+
+from audit.models import Event, EventHourlyCount, EventTerm
+from audit.retention import audit_log_purge, retention_cutoff
+from audit.services import Actor, EventSpec, event_record, event_record_batch, item, user_item
+from orgs.models import Organization, Plan
+from tests.conftest import make_user
+
+NOW = datetime(2026, 11, 25, 12, 30, tzinfo=UTC)
+RETENTION = timedelta(days=180)
+
+
+def record(org, when, action="group_member_added", **kwargs):
+    return event_record(organization=org, action=action, occurred_at=when, **kwargs).event
+
+
+def purge(**kwargs):
+    return audit_log_purge(now=NOW, pause=0, **kwargs)
+
+
+def ids(org) -> set[int]:
+    return set(
+        Event.objects.filter(organization=org)
+        .exclude(action__key="audit_log_purged")
+        .values_list("pk", flat=True)
+    )
+
+
+@pytest.fixture
+def carol(org):
+    return make_user("carol@acme.test", org, name="Carol Jones")
+
+
+def test_an_event_a_second_inside_retention_is_kept_a_second_past_is_purged(org, admin, carol):
+    kwargs = {"actor": Actor.for_user(admin), "context": [user_item(carol)]}
+    kept = record(org, NOW - RETENTION + timedelta(seconds=1), **kwargs)
+    purged = record(org, NOW - RETENTION - timedelta(seconds=1), **kwargs)
+    result = purge()
+    assert ids(org) == {kept.pk}
+    assert result.events == 1 and not Event.objects.filter(pk=purged.pk).exists()
+    assert retention_cutoff(org, NOW) == NOW - RETENTION
+
+
+def test_retention_is_the_plans_and_staff_may_raise_it(org, other_org):
+    longer = Plan.objects.get(key="cloud-enterprise")
+    longer.retention_days = 400
+    longer.save()
+    other_org.plan = longer
+    other_org.save()
+    old = NOW - timedelta(days=300)
+    record(org, old)
+    kept = record(other_org, old)
+    gone = record(other_org, NOW - timedelta(days=401))
+    result = purge()
+    assert ids(org) == set()
+    assert ids(other_org) == {kept.pk}
+    assert {p.organization.pk: p.events for p in result.orgs} == {org.pk: 1, other_org.pk: 1}
+    assert not Event.objects.filter(pk=gone.pk).exists()
+
+
+def test_search_terms_are_purged_with_their_events_and_only_theirs(org, admin, carol, site):
+    kwargs = {
+        "actor": Actor.for_user(admin),
+        "context": [user_item(carol), item("group", 3, "Engineering")],
+        "site": site,
+    }
+    old = [record(org, NOW - RETENTION - timedelta(hours=h), **kwargs) for h in (1, 2)]
+    new = record(org, NOW - timedelta(days=1), **kwargs)
+    terms_per_event = EventTerm.objects.filter(event_id=new.pk).count()
+    assert terms_per_event == 6  # names and emails of alice and carol, group, site
+    result = purge()
+    assert not EventTerm.objects.filter(event_id__in=[e.pk for e in old]).exists()
+    assert EventTerm.objects.filter(organization=org).count() == terms_per_event
+    assert result.orgs[0].terms == 2 * terms_per_event
+
+
+def test_hourly_counts_lose_the_purged_events(org):
+    hour = (NOW - RETENTION).replace(minute=0, second=0, microsecond=0)
+    record(org, hour + timedelta(minutes=1))  # before the cutoff (12:30)
+    record(org, hour + timedelta(minutes=40))  # after it: same hour, kept
+    record(org, hour - timedelta(hours=3))  # an hour that empties entirely
+    purge()
+    counts = EventHourlyCount.objects.filter(organization=org, hour__lt=NOW)
+    assert dict(counts.values_list("hour", "count")) == {hour: 1}
+
+
+def test_the_job_records_its_own_event_per_organization(org, other_org):
+    for days in (181, 190, 200):
+        record(org, NOW - timedelta(days=days))
+    record(other_org, NOW - timedelta(days=1))
+    purge()
+    event = Event.objects.get(organization=org, action__key="audit_log_purged")
+    assert event.actor_type == "system" and event.details == {"count": 3}
+    assert event.message == "System removed 3 activities older than the retention period"
+    assert not Event.objects.filter(organization=other_org, action__key="audit_log_purged")
+
+
+def test_a_plan_without_the_audit_log_is_purged_without_an_event(org):
+    record(org, NOW - timedelta(days=200))
+    org.plan = Plan.objects.get(key="none")
+    org.save()
+    result = purge()
+    assert ids(org) == set() and not Event.objects.filter(organization=org).exists()
+    assert "does not include the organization audit log" in result.orgs[0].record_refusal
+
+
+def test_a_plan_keeping_zero_days_is_not_read_as_erase_everything(org):
+    org.plan.retention_days = 0
+    org.plan.save()
+    kept = record(org, NOW - timedelta(days=1))
+    assert purge().orgs == [] and ids(org) == {kept.pk}
+
+
+def test_a_dry_run_counts_and_changes_nothing(org, admin, carol, monkeypatch):
+    calls = []
+    monkeypatch.setattr("exports.services.export_files_purge_expired", lambda: calls.append(1) or 0)
+    kwargs = {"actor": Actor.for_user(admin), "context": [user_item(carol)]}
+    for days in (181, 182):
+        record(org, NOW - timedelta(days=days), **kwargs)
+    before = (Event.objects.count(), EventTerm.objects.count(), EventHourlyCount.objects.count())
+    result = purge(dry_run=True)
+    assert result.dry_run and result.events == 2
+    after = (Event.objects.count(), EventTerm.objects.count(), EventHourlyCount.objects.count())
+    assert after == before and calls == []
+
+
+def test_the_command_purges_and_its_dry_run_only_tells(org, capsys):
+    record(org, datetime.now(UTC) - timedelta(days=200))
+    call_command("purge_audit_log", "--dry-run")
+    out = capsys.readouterr().out
+    assert "Acme: would remove 1 events older than" in out and "nothing was changed" in out
+    assert len(ids(org)) == 1
+    call_command("purge_audit_log")
+    out = capsys.readouterr().out
+    assert "Acme: removed 1 events" in out and "Removed 1 events in" in out
+    assert ids(org) == set()
+
+
+def test_the_job_deletes_expired_export_files_through_the_exports_app(org, monkeypatch):
+    monkeypatch.setattr("exports.services.export_files_purge_expired", lambda: 2)
+    assert purge().export_files == 2
+    monkeypatch.delattr("exports.services.export_files_purge_expired")
+    assert purge().export_files is None
+
+
+def test_a_deadline_stops_between_batches_and_a_run_always_makes_progress(org):
+    for days in (181, 182, 183):
+        record(org, NOW - timedelta(days=days))
+    result = purge(batch_size=1, deadline=0)  # long past
+    assert not result.complete and result.events == 1 and len(ids(org)) == 2
+
+
+def test_the_daily_task_continues_until_done_when_its_time_runs_out(org, settings):
+    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "timeout": 0}
+    settings.AUDIT_PURGE_BATCH_SIZE = 1
+    now = datetime.now(UTC)
+    for days in (181, 182, 183):
+        record(org, now - timedelta(days=days))
+    from audit.tasks import audit_log_purge_daily
+
+    audit_log_purge_daily()  # Q_SYNC: the continuations run in-process
+    assert ids(org) == set()
+    counts = Event.objects.filter(organization=org, action__key="audit_log_purged")
+    assert sorted(e.details["count"] for e in counts) == [1, 1, 1]
+
+
+# Batches: a long purge is many short transactions; the log stays readable between them.
+
+
+def latest_page(org_id: int) -> list[int]:
+    """The audit page's query: the newest 50 events of the organization, by the index."""
+    return list(
+        Event.objects.filter(organization_id=org_id)
+        .order_by("-occurred_at", "-id")
+        .values_list("pk", flat=True)[:50]
+    )
+
+
+def from_another_connection(fn):
+    """Runs fn in a thread, so on a connection of its own; returns what it returned."""
+    out = {}
+
+    def run():
+        try:
+            out["value"] = fn()
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    return out["value"]
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_a_large_purge_commits_batch_by_batch_and_the_page_reads_between(settings):
+    org = Organization.objects.create(name="Big", plan=Plan.objects.get(key="guard-premium"))
+    old = NOW - RETENTION - timedelta(days=1)
+    specs = [
+        EventSpec(action="group_created", occurred_at=old + timedelta(seconds=i))
+        for i in range(25_000)
+    ]
+    recent = [
+        EventSpec(action="group_created", occurred_at=NOW - timedelta(minutes=i)) for i in range(60)
+    ]
+    event_record_batch(organization=org, specs=specs + recent)
+    newest = latest_page(org.pk)
+    seen = []
+
+    def between(progress):
+        remaining, page = from_another_connection(
+            lambda: (
+                Event.objects.filter(
+                    organization_id=org.pk, occurred_at__lt=progress.cutoff
+                ).count(),
+                latest_page(org.pk),
+            )
+        )
+        seen.append((progress.events, remaining))
+        assert page == newest
+
+    result = audit_log_purge(now=NOW, batch_size=1000, pause=0, on_batch=between)
+    assert result.orgs[0].batches >= 25 and result.events == 25_000
+    # Another connection saw each batch committed on its own.
+    assert seen == [(n, 25_000 - n) for n in range(1000, 25_001, 1000)]
+    assert len(ids(org)) == 60
+    assert not connection.in_atomic_block
