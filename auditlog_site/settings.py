@@ -2,6 +2,7 @@
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import dj_database_url
@@ -101,7 +102,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "timeout": 20,
     }
-    DATABASES["default"]["TEST"] = {"NAME": os.getenv("TEST_SQLITE_NAME") or None}
+    # Under pytest the test database is a file (one per pytest process, so parallel
+    # runs never share it) rather than memory: the integration tests start a real
+    # qcluster that must open the same database.
+    test_file = os.path.join(tempfile.gettempdir(), f"auditlog-test-{os.getpid()}.sqlite3")
+    DATABASES["default"]["TEST"] = {
+        "NAME": os.getenv("TEST_SQLITE_NAME") or (test_file if TESTING else None)
+    }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "orgs.User"

@@ -1,0 +1,163 @@
+"""End to end with real processes: the page enqueues the job, a real `manage.py qcluster`
+builds the file against the test database and mails a real SMTP server (aiosmtpd on
+127.0.0.1); the link in the received message downloads the CSV."""
+
+import email
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from email.policy import default as default_policy
+from pathlib import Path
+
+import pytest
+from django.db import connection
+from django.urls import reverse
+from django.utils import timezone
+from django_q.conf import Conf
+
+from audit.models import Event
+from exports.models import ExportRequest
+
+from .conftest import full_spec, parse_csv, record_many
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.django_db(transaction=True, serialized_rollback=True),
+]
+
+
+class Inbox:
+    def __init__(self):
+        self.messages: list[email.message.EmailMessage] = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append(email.message_from_bytes(envelope.content, policy=default_policy))
+        return "250 Message accepted for delivery"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def database_url() -> str:
+    """The URL of the test database this process uses, for the worker to open."""
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        if db["NAME"] == ":memory:" or "mode=memory" in str(db["NAME"]):
+            pytest.skip("the SQLite test database is in memory: a worker cannot share it")
+        return f"sqlite:///{db['NAME']}"
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+@pytest.fixture
+def smtp_inbox():
+    from aiosmtpd.controller import Controller
+
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield inbox, controller.port
+    controller.stop()
+
+
+@pytest.fixture
+def qcluster(smtp_inbox, tmp_path, settings, monkeypatch):
+    """A real worker with the shipped Q_CLUSTER settings, pointed at the test database."""
+    _, port = smtp_inbox
+    settings.SITE_URL = "http://testserver"
+    settings.PRIVATE_STORAGE_DIR = tmp_path / "private"
+    monkeypatch.setattr(Conf, "SYNC", False)  # this process enqueues; the worker runs
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "Q_SYNC": "false",
+        "Q_WORKERS": "1",
+        "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
+        "EMAIL_HOST": "127.0.0.1",
+        "EMAIL_PORT": str(port),
+        "SITE_URL": settings.SITE_URL,
+        "PRIVATE_STORAGE_DIR": str(settings.PRIVATE_STORAGE_DIR),
+        "LOG_LEVEL": "WARNING",
+    }
+    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+    log = open(tmp_path / "qcluster.log", "w+b")  # noqa: SIM115 - closed below
+    worker = subprocess.Popen(
+        [sys.executable, "manage.py", "qcluster"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    yield worker, log
+    # SIGTERM to the main PID only: signalling its whole group hangs qcluster.
+    worker.send_signal(signal.SIGTERM)
+    try:
+        worker.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait()
+    log.close()
+
+
+def wait_for(predicate, worker, log, timeout: float = 90.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if worker.poll() is not None:
+            break
+        time.sleep(0.2)
+    log.seek(0)
+    pytest.fail("the worker did not finish the export:\n" + log.read().decode()[-3000:])
+
+
+def test_a_real_worker_builds_the_export_and_emails_a_working_link(
+    org, admin, jira, client, smtp_inbox, qcluster
+):
+    inbox, _ = smtp_inbox
+    worker, log = qcluster
+    now = timezone.now()
+    ids = record_many(
+        org,
+        [full_spec(admin, ago=timedelta(minutes=m), now=now, product=jira) for m in range(1, 26)],
+    )
+    client.force_login(admin)
+    response = client.post(
+        reverse("exports:export-create", args=[org.pk]),
+        {"range": "24h", "action": "group_member_added"},
+    )
+    assert response.status_code == 302
+    export = ExportRequest.objects.get()
+
+    wait_for(lambda: inbox.messages, worker, log)
+    export.refresh_from_db()
+    assert export.status == "ready" and export.row_count == 25 and export.attempts == 1
+
+    (message,) = inbox.messages
+    assert message["Subject"] == "Your audit log is ready to download"
+    assert message["To"] == "alice@acme.test"
+    body = message.get_body(("plain",)).get_content()
+    assert "Acme" in body and "25 activities" in body and "Last 24 hours" in body
+    assert "Activity: Added user to group" in body
+    link = re.search(r"Download audit log: (\S+)", body).group(1)
+    path = reverse("exports:export-download", args=[org.pk, export.pk])
+    assert link == f"http://testserver{path}"
+    html = message.get_body(("html",)).get_content()
+    assert f'href="{link}"' in html
+
+    download = client.get(link.removeprefix("http://testserver"))
+    assert download.status_code == 200
+    rows = parse_csv(b"".join(download.streaming_content))
+    assert [int(r["Event ID"]) for r in rows] == ids
+    assert {r["Actor email"] for r in rows} == {"alice@acme.test"}
+    assert Event.objects.filter(action__key="audit_log_exported").count() == 1
