@@ -314,6 +314,44 @@ class EventFilter(django_filters.FilterSet):
         items += [("action", key) for key in d["action"]]
         return items
 
+    # -- what the form shows ------------------------------------------------------------
+
+    @property
+    def range_value(self) -> str:
+        """The preset the Date range control shows, from the raw input."""
+        data = self.form.data
+        if (data.get("from") or "").strip() or (data.get("to") or "").strip():
+            return "custom"
+        value = data.get("range") or RANGE_DEFAULT
+        return value if value in RANGE_LABELS else RANGE_DEFAULT
+
+    def activity_groups(self) -> list[tuple[str, list[tuple[str, str, bool]]]]:
+        """The Activity choices by category, each with whether it is ticked."""
+        getlist = getattr(self.form.data, "getlist", None)
+        raw = getlist("action") if getlist else self.form.data.get("action") or []
+        chosen = set([raw] if isinstance(raw, str) else raw)
+        return [
+            (category, [(key, label, key in chosen) for key, label in members])
+            for category, members in action_choices(self.org.plan)
+        ]
+
+    @property
+    def activity_summary(self) -> str:
+        ticked = [label for _, members in self.activity_groups() for _, label, on in members if on]
+        if not ticked:
+            return "All activities"
+        if len(ticked) == 1:
+            return ticked[0]
+        return f"{len(ticked)} activities"
+
+    def error_list(self) -> list[str]:
+        """Every problem with the input, each prefixed by the control it concerns."""
+        messages = []
+        for name, errors in self.form.errors.items():
+            label = self.form.fields[name].label if name in self.form.fields else ""
+            messages += [f"{label}: {error}" if label else error for error in errors]
+        return messages
+
     def is_default(self) -> bool:
         return self.query_items() == [("range", RANGE_DEFAULT)]
 

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.conf import settings
 from django.core import signing
@@ -23,6 +24,14 @@ from .models import Activity, Event
 
 CURSOR_SALT = "audit.event-page"
 Position = tuple[datetime, int]
+
+
+def viewer_time_zone(user) -> ZoneInfo:
+    """The zone the account shows times in (its setting; UTC if unset or unknown)."""
+    try:
+        return ZoneInfo(getattr(user, "time_zone", "") or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
 
 
 class CursorError(ValueError):

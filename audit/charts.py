@@ -1,0 +1,177 @@
+"""Activity per day for the current filters, drawn server-side as an SVG bar chart.
+
+One aggregate query, grouped by hour in the database and by day (in the viewer's time
+zone) here. Without a search it sums the hourly counts kept at write time
+(EventHourlyCount), so its cost depends on the number of hours and activities in the
+range, never on the number of events; those counts are whole UTC hours, so the first
+bar may include activity from up to 59 minutes before the range starts. With a search
+it counts the term index rows in the window, which is exact.
+"""
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+from django.db.models import CharField, Count, Func, Sum
+from django.utils.html import format_html_join
+from django.utils.safestring import SafeString
+
+from .filters import EventFilter
+from .models import EventHourlyCount
+
+CHART_WIDTH = 1000  # viewBox units; the SVG stretches to its container
+CHART_HEIGHT = 160
+
+
+class HourBucket(Func):
+    """The UTC hour of a datetime column, cheap on both databases: SQLite keeps
+    datetimes as 'YYYY-MM-DD HH:MM:SS' text in UTC, so the hour is a prefix."""
+
+    output_field = CharField()  # SQLite gives text; PostgreSQL a naive UTC datetime
+
+    def as_sqlite(self, compiler, conn, **extra):
+        return self.as_sql(compiler, conn, template="substr(%(expressions)s, 1, 13)", **extra)
+
+    def as_postgresql(self, compiler, conn, **extra):
+        return self.as_sql(
+            compiler, conn, template="date_trunc('hour', %(expressions)s AT TIME ZONE 'UTC')"
+        )
+
+
+@dataclass(frozen=True)
+class Bar:
+    day: date
+    count: int
+    x: float
+    y: float
+    width: float
+    height: float
+
+    @property
+    def count_display(self) -> str:
+        return f"{self.count:,}"
+
+    @property
+    def center_percent(self) -> str:
+        return f"{(self.x + self.width / 2) / CHART_WIDTH * 100:.2f}"
+
+    @property
+    def label(self) -> str:
+        noun = "activity" if self.count == 1 else "activities"
+        return f"{self.day:%a} {self.day.day} {self.day:%b %Y}: {self.count:,} {noun}"
+
+
+@dataclass(frozen=True)
+class Chart:
+    bars: list[Bar]
+    total: int
+    peak: int
+    width: int = CHART_WIDTH
+    height: int = CHART_HEIGHT
+
+    @property
+    def total_display(self) -> str:
+        return f"{self.total:,} activit{'y' if self.total == 1 else 'ies'}"
+
+    @property
+    def peak_display(self) -> str:
+        return f"{self.peak:,}"
+
+    @property
+    def busiest(self) -> Bar | None:
+        return max(self.bars, key=lambda b: b.count) if self.total else None
+
+    @property
+    def description(self) -> str:
+        if not self.bars:
+            return "No days in range."
+        first, last = self.bars[0].day, self.bars[-1].day
+        text = (
+            f"{self.total:,} activities from {first.day} {first:%b %Y} to {last.day} {last:%b %Y}"
+        )
+        if self.busiest:
+            text += f"; busiest day {self.busiest.label}"
+        return text + "."
+
+    def bars_svg(self) -> SafeString:
+        """The bars as SVG rects, each with a <title> tooltip; days without activity
+        draw nothing. Built here: 180 bars through template filters cost ~10 ms."""
+        return format_html_join(
+            "",
+            '<rect x="{}" y="{}" width="{}" height="{}"><title>{}</title></rect>',
+            (
+                (f"{b.x:.2f}", f"{b.y:.2f}", f"{b.width:.2f}", f"{b.height:.2f}", b.label)
+                for b in self.bars
+                if b.count
+            ),
+        )
+
+    def rows_html(self) -> SafeString:
+        return format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td></tr>",
+            ((f"{b.day:%a} {b.day.day} {b.day:%b %Y}", b.count_display) for b in self.bars),
+        )
+
+    @property
+    def ticks(self) -> list[Bar]:
+        """Up to 7 evenly spaced bars whose dates label the x axis."""
+        n = len(self.bars)
+        if n <= 7:
+            return self.bars
+        step = (n - 1) / 6
+        return [self.bars[round(i * step)] for i in range(7)]
+
+
+def _hour(value) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return datetime.fromisoformat(f"{value}:00").replace(tzinfo=UTC)
+
+
+def daily_counts(events: EventFilter) -> dict[date, int]:
+    """Activities per day of the viewer's time zone, over the filter's window."""
+    if not events.is_valid() or not events.org.plan.audit_log:
+        return {}
+    window = events.window
+    if events.data_clean["q"]:
+        rows = (
+            events.term_queryset()
+            .annotate(bucket=HourBucket("occurred_at"))
+            .values("bucket")
+            .annotate(n=Count("*"))
+            .values_list("bucket", "n")
+            .order_by()
+        )
+    else:
+        first_hour = window.start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+        hours = EventHourlyCount.objects.filter(organization=events.org, hour__gte=first_hour)
+        if window.end is not None:
+            hours = hours.filter(hour__lt=window.end)
+        if events.action_ids:
+            hours = hours.filter(action_id__in=events.action_ids)
+        rows = hours.values("hour").annotate(n=Sum("count")).values_list("hour", "n").order_by()
+    per_day: Counter[date] = Counter()
+    for hour, n in rows:
+        per_day[_hour(hour).astimezone(events.tz).date()] += n
+    return per_day
+
+
+def activity_chart(events: EventFilter) -> Chart:
+    counts = daily_counts(events)
+    window = events.window
+    end = window.end or events.now
+    first = window.start.astimezone(events.tz).date()
+    last = (end - timedelta(microseconds=1)).astimezone(events.tz).date()
+    days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
+    peak = max((counts.get(d, 0) for d in days), default=0)
+    slot = CHART_WIDTH / max(len(days), 1)
+    gap = min(slot * 0.2, 6)
+    bars = []
+    for n, day in enumerate(days):
+        count = counts.get(day, 0)
+        height = (count / peak * (CHART_HEIGHT - 4)) if peak else 0
+        if count and height < 2:
+            height = 2  # a day with any activity stays visible
+        bars.append(Bar(day, count, n * slot + gap / 2, CHART_HEIGHT - height, slot - gap, height))
+    return Chart(bars, sum(b.count for b in bars), peak)
