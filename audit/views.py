@@ -2,18 +2,22 @@ import json
 from datetime import UTC
 from urllib.parse import urlencode
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404
-from django.shortcuts import render
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_http_methods
 
 from orgs.access import org_for_admin
-from orgs.models import Organization, Plan
+from orgs.models import Organization, Plan, Product
 
+from .catalogue import CATEGORIES
 from .charts import activity_chart
 from .filters import EventFilter
 from .selectors import event_get, event_json, event_page, viewer_time_zone
+from .services import activity_setting_refusal, activity_setting_update, request_meta
+from .settings_forms import ActivitySettingForm
 from .tables import EventTable, actor_html, item_rows, local_time, location_text
 
 
@@ -73,6 +77,80 @@ def _audit_log_unavailable(request, org: Organization):
 
 
 @login_required
+@require_http_methods(["GET", "POST"])
 def activity_settings(request, org_id: int):
-    org_for_admin(request.user, org_id)
-    raise Http404("Activity settings are being built (issue 4)")
+    org = org_for_admin(request.user, org_id)
+    if request.method == "POST":
+        return _activity_setting_save(request, org)
+    products = Product.objects.filter(site__organization=org).select_related(
+        "site", "activity_setting"
+    )
+    rows = [
+        {
+            "product": product,
+            "stored": getattr(product, "activity_setting", None) is None
+            or product.activity_setting.content_stored,
+            "refusal": activity_setting_refusal(org, product),
+        }
+        for product in products
+    ]
+    context = {
+        "org": org,
+        "nav": "settings",
+        "rows": rows,
+        "refusal": activity_setting_refusal(org),
+        "plans_with_setting": Plan.objects.filter(
+            audit_log=True, user_created_activity=True, content_setting=True
+        ),
+        "entitlements": _plan_entitlements(org.plan),
+    }
+    return render(request, "audit/activity_settings.html", context)
+
+
+def _activity_setting_save(request, org: Organization):
+    refusal = activity_setting_refusal(org)
+    if refusal:
+        raise PermissionDenied(refusal)
+    form = ActivitySettingForm(request.POST, org=org)
+    if not form.is_valid():  # only a hand-made request gets here: the page sends valid choices
+        messages.error(request, " ".join(e for errs in form.errors.values() for e in errs))
+        return redirect("audit:activity-settings", org.pk)
+    product, stored = form.cleaned_data["product"], form.content_stored
+    changed = activity_setting_update(
+        organization=org,
+        product=product,
+        content_stored=stored,
+        actor_user=request.user,
+        **request_meta(request),
+    )
+    state = "Stored" if stored else "Not stored"
+    if not changed:
+        messages.info(request, f"User-created activity for {product} was already {state}.")
+    elif stored:
+        messages.success(
+            request,
+            f"User-created activity for {product} is now Stored: from now on its events "
+            "keep page titles and issue keys.",
+        )
+    else:
+        messages.success(
+            request,
+            f"User-created activity for {product} is now Not stored: from now on its events "
+            "are recorded without page titles or issue keys. Earlier events keep theirs.",
+        )
+    return redirect("audit:activity-settings", org.pk)
+
+
+def _plan_entitlements(plan: Plan) -> list[dict]:
+    """Each activity category and whether `plan` records it, read from the plan's row
+    so a staff edit in the Django admin shows at once."""
+    rows = []
+    for category in CATEGORIES:
+        included = plan.audit_log and getattr(plan, category.plan_field)
+        note = ""
+        if included and category.key == "user_created" and plan.user_created_product_kinds:
+            kinds = [k.strip() for k in plan.user_created_product_kinds.split(",") if k.strip()]
+            labels = [Product.Kind(k).label if k in Product.Kind else k for k in kinds]
+            note = "only " + " and ".join(labels)
+        rows.append({"label": category.label, "included": included, "note": note})
+    return rows
