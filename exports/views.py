@@ -1,6 +1,6 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import FileResponse, HttpRequest, HttpResponse
+from django.http import FileResponse, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
@@ -78,8 +78,10 @@ def export_create(request, org_id: int):
     org = org_for_admin(request.user, org_id)
     data = request.POST.copy()
     data.pop("csrfmiddlewaretoken", None)
+    # Back to the audit log as the admin was looking at it ("Last 7 days", not the
+    # exact instants the export was given); re-encoded, so only a query string.
+    query = QueryDict(data.pop("back", [""])[-1]).urlencode()
     _export_start(request, org, data)
-    query = data.urlencode()  # back to the audit log as it was
     return redirect(reverse("audit:event-list", args=[org.pk]) + (f"?{query}" if query else ""))
 
 

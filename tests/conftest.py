@@ -65,3 +65,19 @@ def outsider(other_org) -> User:
 @pytest.fixture
 def staff(db) -> User:
     return User.objects.create_superuser("staff@acme.test", "pw-for-tests", name="Sam Staff")
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup):
+    """Keep serialized_rollback working once Playwright has started: its sync API runs
+    tests in a greenlet where django.db.connections hands out new connection objects,
+    without the serialized contents that a serialized_rollback test restores the
+    migrations' data (plans, the catalogue, schedules) from. On the class, every
+    connection object has them."""
+    from django.db import connections
+
+    connection = connections["default"]
+    contents = getattr(connection, "_test_serialized_contents", None)
+    if contents is not None:
+        type(connection)._test_serialized_contents = contents
+    yield

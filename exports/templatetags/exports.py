@@ -25,8 +25,9 @@ def filter_fields(event_filter) -> list[tuple[str, str]]:
 
 @register.simple_tag
 def filter_query(event_filter) -> str:
-    """The query string that rebuilds `event_filter`."""
-    return urlencode(_pairs(event_filter))
+    """The page's own query string for `event_filter` (relative presets such as "Last
+    7 days" kept), for the link to the confirmation page."""
+    return urlencode(event_filter.query_items())
 
 
 @register.simple_tag

@@ -58,13 +58,19 @@ def test_export_runs_the_job_and_returns_to_the_audit_log_with_a_message(
     org, admin_client, clock, django_capture_on_commit_callbacks
 ):
     record_many(org, [spec("group_created"), spec("group_deleted")])
-    data = {"q": "engineering", "action": ["group_created"], "range": "7d"}
+    data = {
+        "q": "engineering",
+        "action": ["group_created"],
+        "range": "7d",
+        "back": "q=engineering&range=7d&action=group_created",
+    }
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         response = admin_client.post(create_url(org), data)
     assert len(callbacks) == 1  # enqueued on commit
     assert response.status_code == 302
-    assert response["Location"].startswith(reverse("audit:event-list", args=[org.pk]) + "?")
-    assert "action=group_created" in response["Location"]
+    assert response["Location"] == (
+        reverse("audit:event-list", args=[org.pk]) + "?q=engineering&range=7d&action=group_created"
+    )
     assert messages_of(response) == ["We'll email you when your export is ready."]
     export = ExportRequest.objects.get()
     assert export.status == "ready" and export.row_count == 1
@@ -79,8 +85,10 @@ def test_export_runs_the_job_and_returns_to_the_audit_log_with_a_message(
 
 
 def test_bad_filters_say_why_and_export_nothing(org, admin_client):
-    response = admin_client.post(create_url(org), {"action": "no_such_thing"})
+    back = "action=no_such_thing\r\nX-Evil: 1"
+    response = admin_client.post(create_url(org), {"action": "no_such_thing", "back": back})
     assert response.status_code == 302
+    assert response["Location"].endswith("?action=no_such_thing%0D%0AX-Evil%3A+1")
     (message,) = messages_of(response)
     assert message.startswith("Nothing was exported. Check the filters: Unknown activity")
     assert not ExportRequest.objects.exists()
