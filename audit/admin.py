@@ -5,7 +5,12 @@ from django.utils.functional import cached_property
 from orgs.models import Organization
 
 from .models import Activity, ActivitySetting, Event, EventTerm
-from .services import normalize_term
+from .services import (
+    activity_setting_refusal,
+    activity_setting_update,
+    normalize_term,
+    request_meta,
+)
 
 
 @admin.register(Activity)
@@ -34,6 +39,29 @@ class ActivitySettingAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+    # Deleting a row means Stored again (the default): recorded like any other change.
+    def delete_model(self, request, obj):
+        _setting_reset(request, obj)
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        for setting in queryset.select_related("organization__plan", "product__site"):
+            _setting_reset(request, setting)
+        super().delete_queryset(request, queryset)
+
+
+def _setting_reset(request, setting: ActivitySetting) -> None:
+    if not setting.content_stored and not activity_setting_refusal(
+        setting.organization, setting.product
+    ):
+        activity_setting_update(
+            organization=setting.organization,
+            product=setting.product,
+            content_stored=True,
+            actor_user=request.user,
+            **request_meta(request),
+        )
 
 
 class BoundedCountPaginator(Paginator):

@@ -338,6 +338,17 @@ def test_the_activity_setting_admin_is_read_only(staff_client, org, jira):
     assert b'name="content_stored"' not in html
 
 
+def test_deleting_a_not_stored_setting_records_the_return_to_stored(staff_client, org, jira):
+    setting = ActivitySetting.objects.create(organization=org, product=jira, content_stored=False)
+    post_admin(staff_client, f"/admin/audit/activitysetting/{setting.pk}/delete/", {"post": "yes"})
+    assert not ActivitySetting.objects.exists()
+    event = events("activity_settings_updated", org).get()
+    assert (event.details, event.actor_email) == (
+        {"old": "Not stored", "new": "Stored"},
+        "staff@acme.test",
+    )
+
+
 def test_sites_products_and_domains_added_by_staff_are_recorded(staff_client, org):
     data = admin_form(staff_client, org_path(org))
     data.update(
