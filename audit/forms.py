@@ -32,7 +32,7 @@ class DateOrTimeField(forms.Field):
 
     widget = forms.DateInput(attrs={"type": "date"})
     default_error_messages = {
-        "invalid": "Enter a date as YYYY-MM-DD.",
+        "invalid": "“%(value)s” is not a date. Enter a date as YYYY-MM-DD.",
         "out_of_range": "Enter a date between the years 2000 and 2100.",
     }
 
@@ -48,7 +48,9 @@ class DateOrTimeField(forms.Field):
                 if parsed is None:
                     raise ValueError
         except ValueError:
-            raise forms.ValidationError(self.error_messages["invalid"], code="invalid") from None
+            raise forms.ValidationError(
+                self.error_messages["invalid"], code="invalid", params={"value": value[:40]}
+            ) from None
         if not 2000 <= parsed.year <= 2100:
             raise forms.ValidationError(self.error_messages["out_of_range"], code="out_of_range")
         return parsed

@@ -122,6 +122,7 @@ class EventPage:
     newer_cursor: str | None = None
     older_cursor: str | None = None
     cursor_error: str = ""
+    cursor: str | None = None  # the cursor this page was reached by, when it was used
 
     @property
     def is_first(self) -> bool:
@@ -156,6 +157,7 @@ def event_page(
                 events,
                 newer_cursor=cursor_make(events[0], newer=True, scope=scope),
                 older_cursor=cursor_make(events[-1], newer=False, scope=scope),
+                cursor=cursor,
             )
         position = None  # back at the newest: show the first page as it is now
     rows = _slice(source, position, False, size + 1) if position is not None else []
@@ -174,6 +176,7 @@ def event_page(
         if len(rows) > size
         else None,
         cursor_error=error,
+        cursor=cursor if position is not None else None,
     )
 
 

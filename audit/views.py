@@ -33,12 +33,15 @@ def event_list(request, org_id: int):
     valid = events.is_valid()
     page = event_page(events, request.GET.get("cursor"), scope=str(org.pk)) if valid else None
     query = urlencode(events.query_items())
+    here = urlencode([("cursor", page.cursor)]) if page and page.cursor else ""
     context = {
         "org": org,
         "nav": "events",
         "filter": events,
         "page": page,
-        "table": EventTable(page.events if page else [], tz=tz, query=query),
+        "table": EventTable(
+            page.events if page else [], tz=tz, query="&".join(p for p in (query, here) if p)
+        ),
         "chart": activity_chart(events) if valid else None,
         "query": query,
     }
