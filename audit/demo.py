@@ -184,7 +184,13 @@ def demo_orgs_create() -> list[Organization]:
 
 
 class ActivityGenerator:
-    """Realistic activity for one demo organization, oldest to newest."""
+    """Realistic activity for one demo organization, oldest to newest.
+
+    Seeding a million events spends much of its time here, so everything that
+    depends only on the action (its product, who does it, what it acts on) is
+    worked out once per action, the items that repeat (sites, groups, accounts,
+    locations) are made once and shared, and draws use random() rather than
+    randrange(), which is several times slower."""
 
     def __init__(self, org: Organization, seed: int = 1):
         self.org = org
@@ -197,6 +203,12 @@ class ActivityGenerator:
         self.accounts = [m.user for m in members if m.role == Membership.Role.MEMBER]
         self.account_actors = [Actor.for_user(u) for u in self.accounts]
         self.account_items = [user_item(u) for u in self.accounts]
+        self.group_items = [item("group", g.pk, g.name) for g in self.groups]
+        self.site_items = {p.pk: item("site", p.site.pk, p.site.name) for p in self.products}
+        self.locations = [
+            (Location(country, region, city), [f"{prefix}{n}" for n in range(1, 255)])
+            for country, region, city, prefix in LOCATIONS
+        ]
         plan = org.plan
         self.actions = [
             a
@@ -209,6 +221,64 @@ class ActivityGenerator:
         self.weights = [
             8 if a.category in ("user_created", "user_accounts") else 1 for a in self.actions
         ]
+        self.recipes = {a.key: self._recipe(a) for a in self.actions}
+
+    def _recipe(self, action) -> tuple:
+        """(product or None for any, by an account?, base context, specific kind)."""
+        category, key = action.category, action.key
+        by_kind = {p.kind: p for p in reversed(self.products)}  # the first of each kind
+        product = None
+        if category == "user_created" and key.startswith("issue"):
+            product = by_kind.get("jira")
+        elif category in ("user_created", "exports") or key == "content_classified":
+            product = by_kind.get("confluence")
+        by_account = category in ("user_created", "user_accounts", "exports")
+        base = ""
+        if category in ("site_users", "organization") and "{user}" in action.template:
+            base = "user"
+        if category == "groups":
+            base = "group+user" if "{user}" in action.template else "group"
+        if key in (
+            "page_created",
+            "page_updated",
+            "page_viewed",
+            "page_deleted",
+            "page_exported",
+            "content_classified",
+        ):
+            kind = "page"
+        elif key == "space_exported":
+            kind = "space"
+        elif key.startswith("issue_"):
+            kind = "issue"
+        elif category == "security_policies":
+            kind = "policy"
+        elif category == "classification":
+            kind = "label"
+        elif category == "api_tokens" or key.startswith("audit_log_api_key"):
+            kind = "token"
+        elif key.startswith("audit_log_webhook"):
+            kind = "webhook"
+        elif key == "activity_settings_updated":
+            kind = "stored"
+        elif key == "audit_log_exported":
+            kind = "count"
+        elif key in (
+            "org_settings_updated",
+            "user_site_role_changed",
+            "org_member_role_changed",
+            "user_email_changed",
+            "org_plan_changed",
+            "group_renamed",
+        ):
+            kind = "setting"
+        elif key.startswith("domain_"):
+            kind = "domain"
+        elif key == "org_member_added":
+            kind = "role"
+        else:
+            kind = ""
+        return product, by_account, base, kind
 
     def specs(
         self, count: int, days: int = 180, now: datetime | None = None
@@ -222,68 +292,52 @@ class ActivityGenerator:
             yield self._spec(action, now - timedelta(seconds=offset))
 
     def _spec(self, action, occurred_at: datetime) -> EventSpec:
-        rng = self.rng
-        category = action.category
-        product = rng.choice(self.products)
-        if category == "user_created" and action.key.startswith("issue"):
-            product = next((p for p in self.products if p.kind == "jira"), product)
-        elif category in ("user_created", "exports") or action.key == "content_classified":
-            product = next((p for p in self.products if p.kind == "confluence"), product)
-        actor_index = rng.randrange(len(self.accounts))
-        by_account = category in ("user_created", "user_accounts", "exports")
-        actor = self.account_actors[actor_index] if by_account else rng.choice(self.admins)
-        target = self.account_items[rng.randrange(len(self.accounts))]
-        group = self.groups[rng.randrange(len(self.groups))]
+        r = self.rng.random
+        product, by_account, base, kind = self.recipes[action.key]
+        if product is None:
+            product = self.products[int(r() * len(self.products))]
+        accounts = self.account_items
+        if by_account:
+            actor = self.account_actors[int(r() * len(accounts))]
+        else:
+            actor = self.admins[int(r() * len(self.admins))]
         context: list[dict] = []
-        container: list[dict] = [item("site", product.site.pk, product.site.name)]
+        container: list[dict] = [self.site_items[product.pk]]
         details: dict = {}
-        if category in ("site_users", "organization") and "{user}" in action.template:
-            context = [target]
-        if category == "groups":
-            context = [item("group", group.pk, group.name)]
-            if "{user}" in action.template:
-                context.append(target)
-        if action.key in (
-            "page_created",
-            "page_updated",
-            "page_viewed",
-            "page_deleted",
-            "page_exported",
-            "content_classified",
-        ):
-            page_id = rng.randrange(10000, 99999)
-            context = [item("page", page_id, rng.choice(PAGE_TITLES))]
-            container.append(item("space", rng.randrange(100), rng.choice(SPACES)))
-        elif action.key == "space_exported":
-            context = [item("space", rng.randrange(100), rng.choice(SPACES))]
-        elif action.key.startswith("issue_"):
-            context = [item("issue", rng.randrange(10000), f"ENG-{rng.randrange(1, 4000)}")]
-        elif category == "security_policies":
-            context = [item("policy", rng.randrange(20), rng.choice(POLICIES))]
-        elif category == "classification":
-            details["label"] = rng.choice(LABELS)
-        elif category == "api_tokens" or action.key.startswith("audit_log_api_key"):
-            context = [item("token", rng.randrange(1000), f"ci-token-{rng.randrange(1, 9)}")]
-        elif action.key.startswith("audit_log_webhook"):
-            context = [item("webhook", rng.randrange(3), "SIEM collector")]
-        elif action.key == "activity_settings_updated":
+        if base == "user":
+            context = [accounts[int(r() * len(accounts))]]
+        elif base:
+            context = [self.group_items[int(r() * len(self.group_items))]]
+            if base == "group+user":
+                context.append(accounts[int(r() * len(accounts))])
+        if not kind:
+            pass
+        elif kind == "page":
+            context = [item("page", 10000 + int(r() * 89999), PAGE_TITLES[int(r() * 10)])]
+            container.append(item("space", int(r() * 100), SPACES[int(r() * len(SPACES))]))
+        elif kind == "space":
+            context = [item("space", int(r() * 100), SPACES[int(r() * len(SPACES))])]
+        elif kind == "issue":
+            context = [item("issue", int(r() * 10000), f"ENG-{1 + int(r() * 3999)}")]
+        elif kind == "policy":
+            context = [item("policy", int(r() * 20), POLICIES[int(r() * len(POLICIES))])]
+        elif kind == "label":
+            details["label"] = LABELS[int(r() * len(LABELS))]
+        elif kind == "token":
+            context = [item("token", int(r() * 1000), f"ci-token-{1 + int(r() * 8)}")]
+        elif kind == "webhook":
+            context = [item("webhook", int(r() * 3), "SIEM collector")]
+        elif kind == "stored":
             details.update(old="Stored", new="Not stored")
-        elif action.key == "audit_log_exported":
-            details["count"] = rng.randrange(10, 10000)
-        elif action.key in (
-            "org_settings_updated",
-            "user_site_role_changed",
-            "org_member_role_changed",
-            "user_email_changed",
-            "org_plan_changed",
-            "group_renamed",
-        ):
+        elif kind == "count":
+            details["count"] = 10 + int(r() * 9990)
+        elif kind == "setting":
             details.update(setting="display name", old="previous", new="current")
-        elif action.key.startswith("domain_"):
+        elif kind == "domain":
             details["domain"] = "acme.test"
-        elif action.key == "org_member_added":
+        elif kind == "role":
             details["role"] = "member"
-        country, region, city, prefix = LOCATIONS[rng.randrange(len(LOCATIONS))]
+        location, ips = self.locations[int(r() * len(self.locations))]
         return EventSpec(
             action=action.key,
             actor=actor,
@@ -292,7 +346,7 @@ class ActivityGenerator:
             context=context,
             container=container,
             details=details,
-            ip=f"{prefix}{rng.randrange(1, 255)}",
-            user_agent=USER_AGENTS[rng.randrange(len(USER_AGENTS))],
-            location=Location(country, region, city),
+            ip=ips[int(r() * len(ips))],
+            user_agent=USER_AGENTS[int(r() * len(USER_AGENTS))],
+            location=location,
         )

@@ -7,10 +7,12 @@ setting for user-created content, copy names into the row, render the message, f
 the exact-term search index and the hourly counts, and stamp the recorded time.
 """
 
+import json
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
@@ -198,105 +200,172 @@ EVENT_COLUMNS = (
     "city",
     "message",
 )
-_JSON_INDEXES = [EVENT_COLUMNS.index(c) for c in ("context", "container", "details")]
-_TIME_INDEXES = [EVENT_COLUMNS.index(c) for c in ("occurred_at", "recorded_at")]
+_OCCURRED_AT = EVENT_COLUMNS.index("occurred_at")
 _json_encode = DjangoJSONEncoder(separators=(",", ":")).encode
+try:
+    # The same text as _json_encode, without building a new C encoder on every call
+    # (JSONEncoder.encode does); DjangoJSONEncoder.default still handles datetimes,
+    # decimals and UUIDs. No circular-reference check: the values are plain data.
+    _json_chunks = json.encoder.c_make_encoder(
+        None,
+        DjangoJSONEncoder().default,
+        json.encoder.encode_basestring_ascii,
+        None,
+        ":",
+        ",",
+        False,
+        False,
+        True,
+    )
+
+    def _json_text(value: object) -> str:
+        return "".join(_json_chunks(value, 0))
+
+except TypeError:  # pragma: no cover - a Python built without the C accelerator
+    _json_text = _json_encode
+
+_NO_LOCATION = Location()
+_USER = Event.ActorType.USER.value
 
 
 def _db_datetime_adapter():
     """A fast stand-in for connection.ops.adapt_datetimefield_value on aware values."""
     if connection.vendor == "sqlite":
         # Django stores SQLite datetimes as naive UTC text, "YYYY-MM-DD HH:MM:SS[.ffffff]".
-        return lambda value: str(value.astimezone(UTC).replace(tzinfo=None))
+        def sqlite_text(value: datetime) -> str:
+            if value.tzinfo is UTC:  # "... HH:MM:SS[.ffffff]+00:00"
+                return value.isoformat(" ")[:-6]
+            return str(value.astimezone(UTC).replace(tzinfo=None))
+
+        return sqlite_text
     return lambda value: value
 
 
 _PLACEHOLDER = "(" + ", ".join(["%s"] * len(EVENT_COLUMNS)) + ")"
 _INSERT_ROWS = 500  # rows per INSERT statement: well under both databases' parameter limits
+_ROW4 = "(%s, %s, %s, %s)"
+_CACHE_LIMIT = 10_000  # entries per cache of a _Recorder
+
+
+class _Built(NamedTuple):
+    """One event ready to insert: its row in EVENT_COLUMNS order, already in the
+    database's types (JSON text; UTC text on SQLite), its normalized search terms,
+    and (for event_record only) the Python values it hands back on the Event.
+
+    Tuples of plain values, not lists and sets: the garbage collector stops
+    tracking those, and a batch keeps thousands alive at once."""
+
+    params: tuple
+    terms: tuple[str, ...]
+    occurred_at: datetime
+    python: tuple | None  # (context, container, details) for event_record
 
 
 class _Recorder:
     """Applies the rules for one organization; shared by the single and batch paths.
 
     Rows go to the database as plain INSERTs rather than through bulk_create: the
-    ORM's per-field preparation cost several times the database's own work."""
+    ORM's per-field preparation cost several times the database's own work. Within
+    one recorder (one call of event_record or event_record_batch) the plan's answer
+    per (action, product), each product's and actor's derived values and each
+    normalized search term are worked out once: a batch repeats them constantly."""
 
-    def __init__(self, organization: Organization):
+    def __init__(self, organization: Organization, *, single: bool = False):
         self.organization = organization
+        self.org_id = organization.pk
         self.plan = organization.plan
-        self.not_stored = set(
-            ActivitySetting.objects.filter(
-                organization=organization, content_stored=False
-            ).values_list("product_id", flat=True)
-        )
-        self.now = timezone.now()
-        self.product_names: dict[int, str] = {}
-
-    def build(self, spec: EventSpec) -> tuple[dict, set[str]] | str:
-        activity = activity_for_key(spec.action)
-        refusal = plan_refusal(self.plan, activity, spec.product)
-        if refusal:
-            return refusal
-        product, site = spec.product, spec.site
-        if site is None and product is not None:
-            site = product.site
-        items = [*spec.context, *spec.container]
-        content = ""
-        if product is not None and product.pk in self.not_stored:
-            context, container = _strip_content(spec.context), _strip_content(spec.container)
-            items = context + container
-        else:
-            context, container = list(spec.context), list(spec.container)
-            content = next(
-                (
-                    str(it["name"])
-                    for it in items
-                    if it.get("type") in CONTENT_TYPES and it.get("name")
-                ),
-                "",
+        # Product ids whose user-created content is Not stored. A batch reads them
+        # once; event_record reads its one product's setting, and only when the
+        # event carries content the setting could drop (None: not read yet).
+        self.single = single
+        self.not_stored: set[int] | None = None
+        if not single:
+            self.not_stored = set(
+                ActivitySetting.objects.filter(
+                    organization=organization, content_stored=False
+                ).values_list("product_id", flat=True)
             )
-        actor, location = spec.actor, spec.location or Location()
-        site_name = site.name if site is not None else ""
-        values = _Values(
-            actor=actor.display,
-            product=self._product_name(product) if product is not None else "a product",
-            site=site_name or "a site",
-        )
-        if spec.ip:
-            values["ip"] = spec.ip
-        for it in reversed(items):
-            label = it.get("name") or it.get("email") or it.get("id")
-            if label:
-                values[it["type"]] = label
-        for key, value in spec.details.items():
-            values[key] = str(value)
-        occurred_at = spec.occurred_at or self.now
-        if timezone.is_naive(occurred_at):
-            raise ValueError("occurred_at must be timezone-aware")
-        row = {
-            "organization_id": self.organization.pk,
-            "occurred_at": occurred_at,
-            "recorded_at": self.now,
-            "action_id": activity.pk,
-            "actor_type": actor.type,
-            "actor_id": actor.id,
-            "actor_name": actor.name[:200],
-            "actor_email": actor.email[:254],
-            "product_id": product.pk if product is not None else None,
-            "product_kind": product.kind if product is not None else "",
-            "site_name": site_name,
-            "context": context,
-            "container": container,
-            "content": content[:500],
-            "details": dict(spec.details),
-            "ip": spec.ip or None,
-            "user_agent": (spec.user_agent or "")[:500],
-            "country": location.country,
-            "region": location.region,
-            "city": location.city,
-            "message": activity.template.format_map(values)[:1000],
-        }
-        return row, _terms(actor, site_name, items)
+        self.now = timezone.now()
+        self.db_time = _db_datetime_adapter()
+        self.db_now = self.db_time(self.now)
+        self.product_names: dict[int, str] = {}
+        self._rules: dict[str, tuple[str, int, str]] = {}  # for events without a product
+        self._products: dict[tuple, list] = {}
+        self._products_seen: dict[int, tuple] = {}
+        self._actors: dict[Actor, tuple] = {}
+        self._actors_seen: dict[int, tuple] = {}
+        self._normalized: dict[str, str] = {}
+
+    def _term(self, value: str) -> str:
+        """normalize_term(value), or "" when it is not a search term (empty, too long)."""
+        term = self._normalized.get(value)
+        if term is None:
+            term = normalize_term(value)
+            if len(term) > MAX_TERM_LENGTH:
+                term = ""
+            if len(self._normalized) < _CACHE_LIMIT:
+                self._normalized[value] = term
+        return term
+
+    @staticmethod
+    def _remember(seen: dict, obj: object, derived: object) -> None:
+        """Caches `derived` by the identity of `obj`, keeping `obj` alive so that its
+        id is not reused while the entry exists."""
+        if len(seen) >= _CACHE_LIMIT:
+            seen.clear()
+        seen[id(obj)] = (obj, derived)
+
+    def _actor(self, actor: Actor) -> tuple:
+        """(type, id, name, email, display name, search terms) of `actor`."""
+        hit = self._actors_seen.get(id(actor))
+        if hit is not None and hit[0] is actor:
+            return hit[1]
+        try:
+            derived = self._actors.get(actor)
+        except TypeError:  # not hashable: worked out every time
+            derived = None
+        if derived is None:
+            terms: tuple[str, ...] = ()
+            if actor.type == _USER:
+                terms = tuple(
+                    {
+                        term
+                        for value in (actor.name, actor.email)
+                        if value and (term := self._term(value))
+                    }
+                )
+            derived = (
+                actor.type,
+                actor.id,
+                actor.name[:200],
+                actor.email[:254],
+                actor.display,
+                terms,
+            )
+            try:
+                self._actors[actor] = derived
+            except TypeError:
+                pass
+        self._remember(self._actors_seen, actor, derived)
+        return derived
+
+    def _product(self, product: Product) -> list:
+        """[pk, kind, name, its site's name (None until needed), {action: rule}]."""
+        hit = self._products_seen.get(id(product))
+        if hit is not None and hit[0] is product:
+            return hit[1]
+        key = (product.pk, product.kind, product.site_id)
+        derived = self._products.get(key)
+        if derived is None:
+            derived = self._products[key] = [
+                product.pk,
+                product.kind,
+                self._product_name(product),
+                None,
+                {},
+            ]
+        self._remember(self._products_seen, product, derived)
+        return derived
 
     def _product_name(self, product: Product) -> str:
         name = self.product_names.get(product.pk)
@@ -304,78 +373,229 @@ class _Recorder:
             name = self.product_names[product.pk] = product.name
         return name
 
-    def save(self, built: list[tuple[dict, set[str]]]) -> list[int]:
+    def _content_hidden(self, product: Product, spec: EventSpec) -> bool:
+        """Whether the org does not store user-created content for `product`."""
+        if self.not_stored is None:
+            if not any(it.get("type") in CONTENT_TYPES for it in (*spec.context, *spec.container)):
+                return False  # no content to drop: the setting would change nothing
+            self.not_stored = set(
+                ActivitySetting.objects.filter(
+                    organization=self.organization, product=product, content_stored=False
+                ).values_list("product_id", flat=True)
+            )
+        return product.pk in self.not_stored
+
+    def _rule(self, action: str, product: Product | None) -> tuple[str, int, str]:
+        """(why the plan refuses it or "", activity id, message template)."""
+        activity = activity_for_key(action)
+        return (plan_refusal(self.plan, activity, product), activity.pk, activity.template)
+
+    def build(self, spec: EventSpec) -> _Built | str:
+        action, product = spec.action, spec.product
+        if product is None:
+            derived = None
+            rule = self._rules.get(action)
+            if rule is None:
+                rule = self._rules[action] = self._rule(action, None)
+        else:
+            derived = self._product(product)
+            rule = derived[4].get(action)
+            if rule is None:
+                rule = derived[4][action] = self._rule(action, product)
+        refusal, action_id, template = rule
+        if refusal:
+            return refusal
+        site = spec.site
+        if site is not None:
+            site_name = site.name
+        elif derived is not None:
+            site_name = derived[3]
+            if site_name is None:
+                site_name = derived[3] = product.site.name
+        else:
+            site_name = ""
+        content = ""
+        not_stored = self.not_stored
+        if derived is not None and (
+            derived[0] in not_stored
+            if not_stored is not None
+            else self._content_hidden(product, spec)
+        ):
+            context, container = _strip_content(spec.context), _strip_content(spec.container)
+            items = context + container
+        else:
+            context, container = list(spec.context), list(spec.container)
+            items = context + container if container else context
+            for it in items:
+                if it.get("type") in CONTENT_TYPES and it.get("name"):
+                    content = str(it["name"])
+                    break
+        actor_type, actor_id, actor_name, actor_email, actor_display, actor_terms = self._actor(
+            spec.actor
+        )
+        values = _Values(
+            actor=actor_display,
+            product=derived[2] if derived is not None else "a product",
+            site=site_name or "a site",
+        )
+        ip = spec.ip
+        if ip:
+            values["ip"] = ip
+        terms = set(actor_terms)
+        if site_name and (term := self._term(site_name)):
+            terms.add(term)
+        for it in reversed(items):
+            label = it.get("name") or it.get("email") or it.get("id")
+            if label:
+                values[it["type"]] = label
+            if it.get("type") in SEARCHABLE_TYPES:
+                for value in (it.get("name"), it.get("email")):
+                    if value and (term := self._term(value)):
+                        terms.add(term)
+        details = spec.details
+        if details:
+            for key, value in details.items():
+                values[key] = str(value)
+            details = dict(details)
+            details_json = _json_text(details)
+        else:
+            details, details_json = {}, "{}"
+        occurred_at = spec.occurred_at or self.now
+        if occurred_at.utcoffset() is None:
+            raise ValueError("occurred_at must be timezone-aware")
+        location = spec.location or _NO_LOCATION
+        params = (
+            self.org_id,
+            self.db_time(occurred_at),
+            self.db_now,
+            action_id,
+            actor_type,
+            actor_id,
+            actor_name,
+            actor_email,
+            derived[0] if derived is not None else None,
+            derived[1] if derived is not None else "",
+            site_name,
+            _json_text(context) if context else "[]",
+            _json_text(container) if container else "[]",
+            content[:500],
+            details_json,
+            ip or None,
+            (spec.user_agent or "")[:500],
+            location.country,
+            location.region,
+            location.city,
+            template.format_map(values)[:1000],
+        )
+        return _Built(
+            params,
+            tuple(terms),
+            occurred_at,
+            (context, container, details) if self.single else None,
+        )
+
+    def row(self, built: _Built) -> dict:
+        """The Event field values of `built`, as Python values."""
+        row = dict(zip(EVENT_COLUMNS, built.params, strict=True))
+        row["occurred_at"], row["recorded_at"] = built.occurred_at, self.now
+        row["context"], row["container"], row["details"] = built.python
+        return row
+
+    def save(self, built: Sequence[_Built]) -> list[int]:
         """Inserts the rows, their search terms and hourly counts; returns the ids.
         Must run inside transaction.atomic()."""
         ids: list[int] = []
-        db_time = _db_datetime_adapter()
         table = Event._meta.db_table
         columns = ", ".join(EVENT_COLUMNS)
-        rows = []
-        for row, _ in built:
-            row_params = [row[column] for column in EVENT_COLUMNS]
-            for i in _JSON_INDEXES:
-                row_params[i] = _json_encode(row_params[i])
-            for i in _TIME_INDEXES:
-                row_params[i] = db_time(row_params[i])
-            rows.append(row_params)
+        sqlite = connection.vendor == "sqlite"
         with connection.cursor() as cursor:
-            if connection.vendor == "sqlite":
+            if sqlite and len(built) == 1:
+                cursor.execute(
+                    f"INSERT INTO {table} ({columns}) VALUES {_PLACEHOLDER}", built[0].params
+                )
+                ids = [cursor.lastrowid]
+            elif sqlite:
                 # Inside the write transaction no other writer can interleave, so
                 # AUTOINCREMENT hands out consecutive ids: executemany is several
                 # times faster than a multi-row INSERT ... RETURNING here.
-                cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES {_PLACEHOLDER}", rows)
+                cursor.executemany(
+                    f"INSERT INTO {table} ({columns}) VALUES {_PLACEHOLDER}",
+                    [b.params for b in built],
+                )
                 cursor.execute("SELECT last_insert_rowid()")
                 last = cursor.fetchone()[0]
-                ids = list(range(last - len(rows) + 1, last + 1))
+                ids = list(range(last - len(built) + 1, last + 1))
             else:
-                for start in range(0, len(rows), _INSERT_ROWS):
-                    chunk = rows[start : start + _INSERT_ROWS]
+                for start in range(0, len(built), _INSERT_ROWS):
+                    chunk = built[start : start + _INSERT_ROWS]
                     cursor.execute(
                         f"INSERT INTO {table} ({columns}) VALUES "
                         + ", ".join([_PLACEHOLDER] * len(chunk))
                         + " RETURNING id",
-                        [value for row_params in chunk for value in row_params],
+                        [value for b in chunk for value in b.params],
                     )
                     ids += sorted(r[0] for r in cursor.fetchall())
-            org_id = self.organization.pk
-            cursor.executemany(
-                f"INSERT INTO {EventTerm._meta.db_table} "
-                "(organization_id, term, occurred_at, event_id) VALUES (%s, %s, %s, %s)",
-                [
-                    (org_id, term, occurred_at, event_id)
-                    for (row, terms), event_id in zip(built, ids, strict=True)
-                    for occurred_at in (db_time(row["occurred_at"]),)
-                    for term in terms
-                ],
+            org_id = self.org_id
+            term_rows = [
+                (org_id, term, b.params[_OCCURRED_AT], event_id)
+                for b, event_id in zip(built, ids, strict=True)
+                for term in b.terms
+            ]
+            _terms_insert(cursor, term_rows)
+        if sqlite:
+            # The hour of "YYYY-MM-DD HH:MM:SS[.ffffff]" UTC text is its first 13
+            # characters, as text the way Django stores "YYYY-MM-DD HH:00:00".
+            hours = Counter((b.params[_OCCURRED_AT][:13], b.params[3]) for b in built)
+            _hourly_counts_upsert(
+                [(org_id, f"{hour}:00:00", action_id, n) for (hour, action_id), n in hours.items()]
             )
-        hours = Counter(
-            (
-                row["occurred_at"].astimezone(UTC).replace(minute=0, second=0, microsecond=0),
-                row["action_id"],
+        else:
+            hours = Counter(
+                (
+                    b.occurred_at.astimezone(UTC).replace(minute=0, second=0, microsecond=0),
+                    b.params[3],
+                )
+                for b in built
             )
-            for row, _ in built
-        )
-        _hourly_counts_add(org_id, hours)
+            _hourly_counts_add(org_id, hours)
         return ids
+
+
+def _terms_insert(cursor, rows: list[tuple]) -> None:
+    if not rows:
+        return
+    table = EventTerm._meta.db_table
+    sql = f"INSERT INTO {table} (organization_id, term, occurred_at, event_id) VALUES "
+    if len(rows) <= _INSERT_ROWS // 4:
+        cursor.execute(sql + ", ".join([_ROW4] * len(rows)), [v for row in rows for v in row])
+    else:
+        cursor.executemany(sql + _ROW4, rows)
 
 
 def _hourly_counts_add(org_id: int, hours: Mapping[tuple[datetime, int], int]) -> None:
     if not hours:
         return
+    adapt = connection.ops.adapt_datetimefield_value
+    _hourly_counts_upsert(
+        [(org_id, adapt(hour), action_id, n) for (hour, action_id), n in hours.items()]
+    )
+
+
+def _hourly_counts_upsert(rows: list[tuple]) -> None:
+    """Adds (organization_id, hour as the database stores it, action_id, count) rows."""
+    if not rows:
+        return
     table = EventHourlyCount._meta.db_table
-    rows = [
-        (org_id, connection.ops.adapt_datetimefield_value(hour), action_id, n)
-        for (hour, action_id), n in hours.items()
-    ]
+    sql = (
+        f"INSERT INTO {table} (organization_id, hour, action_id, count) VALUES %s "
+        f"ON CONFLICT (organization_id, hour, action_id) "
+        f"DO UPDATE SET count = {table}.count + excluded.count"
+    )
     with connection.cursor() as cursor:
-        cursor.executemany(
-            f"INSERT INTO {table} (organization_id, hour, action_id, count) "
-            "VALUES (%s, %s, %s, %s) "
-            f"ON CONFLICT (organization_id, hour, action_id) "
-            f"DO UPDATE SET count = {table}.count + excluded.count",
-            rows,
-        )
+        if len(rows) == 1:
+            cursor.execute(sql % _ROW4, rows[0])
+        else:
+            cursor.executemany(sql % _ROW4, rows)
 
 
 def event_record(
@@ -413,14 +633,13 @@ def event_record(
         user_agent=user_agent,
         location=location,
     )
-    recorder = _Recorder(organization)
+    recorder = _Recorder(organization, single=True)
     built = recorder.build(spec)
     if isinstance(built, str):
         return RecordResult(None, built)
-    row, _ = built
     with transaction.atomic():
         (event_id,) = recorder.save([built])
-    event = Event(id=event_id, **row)
+    event = Event(id=event_id, **recorder.row(built))
     event._state.adding = False
     return RecordResult(event)
 
@@ -428,11 +647,17 @@ def event_record(
 def event_record_batch(*, organization: Organization, specs: Iterable[EventSpec]) -> BatchResult:
     """Record many activities of one organization under the same rules as
     event_record, in one transaction per AUDIT_RECORD_BATCH_SIZE events."""
+    return _record_batch(organization, specs, settings.AUDIT_RECORD_BATCH_SIZE)
+
+
+def _record_batch(organization: Organization, specs: Iterable[EventSpec], size: int) -> BatchResult:
+    """event_record_batch with `size` events per transaction. Each chunk's rows are
+    built before its transaction starts, so the write lock is held only for the
+    INSERTs and the commit."""
     recorder = _Recorder(organization)
     event_ids: list[int] = []
     skipped: list[tuple[int, str]] = []
-    chunk: list[tuple[dict, set[str]]] = []
-    size = settings.AUDIT_RECORD_BATCH_SIZE
+    chunk: list[_Built] = []
     for index, spec in enumerate(specs):
         built = recorder.build(spec)
         if isinstance(built, str):

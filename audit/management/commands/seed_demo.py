@@ -1,6 +1,9 @@
+import gc
 import time
+from contextlib import contextmanager
 
 from django.core.management.base import BaseCommand
+from django.db import connection
 
 from audit.demo import (
     ADMIN_EMAIL,
@@ -12,10 +15,39 @@ from audit.demo import (
     demo_orgs_create,
 )
 from audit.models import Event
-from audit.services import event_record_batch
+from audit.services import _record_batch
 from orgs.models import Organization
 
-CHUNK = 20_000
+# Events per transaction while seeding: larger than AUDIT_RECORD_BATCH_SIZE, since
+# nothing else is writing a demo database while it is seeded.
+CHUNK = 50_000
+
+
+@contextmanager
+def bulk_load():
+    """Bulk-load measures for the duration of the seed only, on this command's own
+    connection (and process):
+
+    - SQLite `PRAGMA synchronous=OFF`: commits and checkpoints do not wait for the
+      disk. A power cut during the seed can corrupt the demo database, which is
+      then seeded again; the setting returns to NORMAL (settings.py) afterwards and
+      no other connection ever sees it. (SQLite refuses the change inside a
+      transaction, e.g. a test's: then the seed runs with the usual setting.)
+    - The garbage collector is paused: the seed makes millions of short-lived
+      objects and no reference cycles, and each full collection would walk them all.
+    """
+    sqlite = connection.vendor == "sqlite" and not connection.in_atomic_block
+    if sqlite:
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA synchronous=OFF")
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        if sqlite:
+            with connection.cursor() as cursor:
+                cursor.execute("PRAGMA synchronous=NORMAL")
 
 
 class Command(BaseCommand):
@@ -42,17 +74,20 @@ class Command(BaseCommand):
         started = time.monotonic()
         orgs = demo_orgs_create()
         total = 0
-        for org, demo in zip(orgs, DEMO_ORGS, strict=True):
-            wanted = int(events * demo.share)
-            if not wanted or Event.objects.filter(organization=org).exists():
-                continue
-            generator = ActivityGenerator(org, seed=org.pk)
-            specs = generator.specs(wanted)
-            while True:
-                chunk = [spec for _, spec in zip(range(CHUNK), specs, strict=False)]
-                if not chunk:
-                    break
-                total += event_record_batch(organization=org, specs=chunk).recorded
+        with bulk_load():
+            for org, demo in zip(orgs, DEMO_ORGS, strict=True):
+                wanted = int(events * demo.share)
+                if not wanted or Event.objects.filter(organization=org).exists():
+                    continue
+                generator = ActivityGenerator(org, seed=org.pk)
+                specs = generator.specs(wanted)
+                while True:
+                    chunk = [spec for _, spec in zip(range(CHUNK), specs, strict=False)]
+                    if not chunk:
+                        break
+                    # The same recording path as event_record_batch, one transaction
+                    # per chunk.
+                    total += _record_batch(org, chunk, CHUNK).recorded
         self.stdout.write(f"Recorded {total:,} demo events in {time.monotonic() - started:.1f} s.")
         self._print_logins()
 

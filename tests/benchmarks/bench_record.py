@@ -1,0 +1,221 @@
+"""Recording benchmark: prints events per second through the single and batch paths
+and the time `seed_demo` takes, on a throwaway SQLite file or PostgreSQL database.
+
+    .venv/bin/python tests/benchmarks/bench_record.py                 # full scale, SQLite
+    .venv/bin/python tests/benchmarks/bench_record.py --database-url \\
+        postgres://auditlog@127.0.0.1:5432/bench_record               # PostgreSQL
+    .venv/bin/python tests/benchmarks/bench_record.py --single 300 --prefill 20000 \\
+        --batches 3 --batch-size 5000 --seed-events 50000              # small, while iterating
+
+Targets (issue "foundation"): a single `event_record` <= 2 ms median including its
+transaction; batch >= 20,000 events/s on SQLite; 1,000,000 demo events seeded in under
+2 minutes on SQLite.
+
+The database named by --database-url is deleted and recreated (twice: once for the
+recording measures, once for the seed). Queries are timed with DEBUG off, as in
+production (with DEBUG on Django keeps a log of every query).
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_URL = "sqlite:////tmp/bench_record.sqlite3"
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--database-url", default=DEFAULT_URL, help=f"default {DEFAULT_URL}")
+    parser.add_argument("--single", type=int, default=2000, help="event_record calls (2,000)")
+    parser.add_argument(
+        "--prefill",
+        type=int,
+        default=200_000,
+        help="events recorded (untimed) before the batch measure (200,000)",
+    )
+    parser.add_argument("--batches", type=int, default=10, help="timed batches (10)")
+    parser.add_argument("--batch-size", type=int, default=20_000, help="events per batch (20,000)")
+    parser.add_argument(
+        "--batch-days",
+        type=int,
+        default=180,
+        help="the batches' events spread over this many days before now (180: as the demo; "
+        "1: fresh activity, as products push it)",
+    )
+    parser.add_argument(
+        "--seed-events", type=int, default=1_000_000, help="seed_demo --events (1,000,000)"
+    )
+    parser.add_argument("--skip-seed", action="store_true", help="do not measure seed_demo")
+    return parser.parse_args()
+
+
+def database_reset(url: str) -> None:
+    """Deletes and recreates the (throwaway) database `url` names."""
+    from django.db import connections
+
+    connections.close_all()
+    parts = urlsplit(url)
+    if parts.scheme.startswith("sqlite"):
+        path = Path(parts.path[1:] if parts.path.startswith("//") else parts.path)
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        return
+    import psycopg
+
+    name = parts.path.lstrip("/")
+    if not name.startswith("bench"):
+        sys.exit(f"refusing to drop {name!r}: benchmark databases are named bench*")
+    admin_url = urlunsplit(parts._replace(scheme="postgresql", path="/postgres"))
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def database_fresh(url: str):
+    """A migrated, empty database with the demo organizations; returns Acme Corporation."""
+    from django.core.management import call_command
+
+    from audit.demo import demo_orgs_create
+    from audit.services import activity_cache_clear
+
+    database_reset(url)
+    call_command("migrate", verbosity=0)
+    activity_cache_clear()
+    return demo_orgs_create()[0]
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f} ms"
+
+
+def bench_single(org, calls: int) -> None:
+    from audit.demo import ActivityGenerator
+    from audit.services import event_record
+
+    generator = ActivityGenerator(org, seed=11)
+    kwargs = [
+        {
+            "action": spec.action,
+            "actor": spec.actor,
+            "product": spec.product,
+            "context": spec.context,
+            "container": spec.container,
+            "details": spec.details,
+            "ip": spec.ip,
+            "user_agent": spec.user_agent,
+            "location": spec.location,
+        }
+        for spec in generator.specs(calls + 50)
+    ]
+    for kw in kwargs[:50]:  # warm up: catalogue cache, prepared statements, page cache
+        event_record(organization=org, **kw)
+    timings = []
+    for kw in kwargs[50:]:
+        started = time.perf_counter()
+        result = event_record(organization=org, **kw)
+        timings.append(time.perf_counter() - started)
+        assert result.recorded, result.reason
+    timings.sort()
+    p95 = timings[int(len(timings) * 0.95) - 1]
+    print(
+        f"single event_record x{calls:,}: median {ms(statistics.median(timings))}, "
+        f"p95 {ms(p95)}, max {ms(timings[-1])}  (target: median <= 2 ms)"
+    )
+
+
+def bench_batch(org, prefill: int, batches: int, size: int, days: int) -> None:
+    from audit.demo import ActivityGenerator
+    from audit.models import Event
+    from audit.services import event_record_batch
+
+    generator = ActivityGenerator(org, seed=12)
+    if prefill:
+        started = time.perf_counter()
+        specs = generator.specs(prefill)
+        done = 0
+        while done < prefill:
+            chunk = [spec for _, spec in zip(range(size), specs, strict=False)]
+            done += len(chunk)
+            event_record_batch(organization=org, specs=chunk)
+        print(f"prefill: {prefill:,} events in {time.perf_counter() - started:.1f} s (untimed)")
+    rates = []
+    total_events, total_seconds = 0, 0.0
+    for n in range(batches):
+        # The specs are made before the clock starts: this measures recording only.
+        specs = list(generator.specs(size, days=days))
+        started = time.perf_counter()
+        result = event_record_batch(organization=org, specs=specs)
+        seconds = time.perf_counter() - started
+        total_events += result.recorded
+        total_seconds += seconds
+        rates.append(result.recorded / seconds)
+        print(f"  batch {n + 1}: {result.recorded:,} events in {seconds:.2f} s", flush=True)
+    print(
+        f"batch event_record_batch {batches} x {size:,} (over {days} days) on "
+        f"{prefill:,}+ events: {total_events / total_seconds:,.0f} events/s overall, "
+        f"median batch {statistics.median(rates):,.0f} events/s  (target: >= 20,000 on SQLite)"
+    )
+    print(f"  events in the database afterwards: {Event.objects.count():,}")
+
+
+def bench_seed(url: str, events: int) -> None:
+    from django.core.management import call_command
+
+    from audit.models import Event
+    from audit.services import activity_cache_clear
+
+    database_reset(url)
+    call_command("migrate", verbosity=0)
+    activity_cache_clear()
+    started = time.perf_counter()
+    with open(os.devnull, "w") as quiet:
+        call_command("seed_demo", events=events, stdout=quiet)
+    seconds = time.perf_counter() - started
+    recorded = Event.objects.count()
+    print(
+        f"seed_demo --events {events:,}: {recorded:,} events recorded in {seconds:.1f} s "
+        f"({recorded / seconds:,.0f} events/s, including the demo orgs and generating "
+        f"the activity)  (target for 1,000,000 on SQLite: < 120 s)"
+    )
+
+
+def main() -> None:
+    args = parse_args()
+    sys.path.insert(0, str(ROOT))
+    os.environ["DATABASE_URL"] = args.database_url
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "auditlog_site.settings")
+    os.environ.setdefault("FAST_PASSWORD_HASHER", "true")  # demo accounts, not what we time
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.db import connection
+
+    settings.DEBUG = False  # no query log, as in production
+    print(
+        f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}  {connection.vendor} "
+        f"{args.database_url}  cores: {os.cpu_count()}  load: "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}  "
+        f"AUDIT_RECORD_BATCH_SIZE={settings.AUDIT_RECORD_BATCH_SIZE}",
+        flush=True,
+    )
+    org = database_fresh(args.database_url)
+    if args.single:
+        bench_single(org, args.single)
+    if args.batches:
+        bench_batch(org, args.prefill, args.batches, args.batch_size, args.batch_days)
+    if not args.skip_seed and args.seed_events:
+        bench_seed(args.database_url, args.seed_events)
+    from django.db import connections
+
+    connections.close_all()
+
+
+if __name__ == "__main__":
+    main()
