@@ -10,6 +10,7 @@ from tests.conftest import make_user, plan
 
 TITLE = "Salary review 2027"
 ISSUE_KEY = "HR-1234"
+PRODUCT_ERROR = "Choose one of your organization&#x27;s products."  # as the page escapes it
 META = {"REMOTE_ADDR": "203.0.113.7", "HTTP_USER_AGENT": "Firefox/140 (settings test)"}
 
 
@@ -130,14 +131,14 @@ def test_saving_the_same_value_changes_and_records_nothing(client, org, admin, j
 @pytest.mark.parametrize(
     "data, message",
     [
-        ({"product": "", "content": "not-stored"}, "Choose one of your organization&#x27;s products."),
+        ({"product": "", "content": "not-stored"}, PRODUCT_ERROR),
         (
             {"product": "999999", "content": "not-stored"},
-            "Choose one of your organization&#x27;s products.",
+            PRODUCT_ERROR,
         ),
         (
             {"product": "abc", "content": "not-stored"},
-            "Choose one of your organization&#x27;s products.",
+            PRODUCT_ERROR,
         ),
         ({"content": "maybe"}, "Choose Stored or Not stored."),
     ],
@@ -156,7 +157,7 @@ def test_another_orgs_product_cannot_be_changed(client, org, admin, other_org):
     theirs = Product.objects.create(site=other_site, kind=Product.Kind.JIRA)
     client.force_login(admin)
     response = save(client, org, theirs, "not-stored", follow=True)
-    assert "Choose one of your organization&#x27;s products." in response.content.decode()
+    assert PRODUCT_ERROR in response.content.decode()
     assert not ActivitySetting.objects.exists()
 
 
