@@ -81,22 +81,23 @@ class ExportError(Exception):
     """A failure worth telling the requester about in plain words."""
 
 
+_FORMULA_FIRST = frozenset(FORMULA_PREFIXES)
+
+
 def csv_cell(value: object) -> str:
-    text = "" if value is None else str(value)
-    return "'" + text if text.startswith(FORMULA_PREFIXES) else text
+    if value is None:
+        return ""
+    text = value if isinstance(value, str) else str(value)
+    return "'" + text if text and text[0] in _FORMULA_FIRST else text
 
 
 def _utc_iso(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def _product_label(kind: str) -> str:
-    return Product.Kind(kind).label if kind in Product.Kind.values else kind
-
-
-def _category_label(key: str) -> str:
-    category = CATEGORY_BY_KEY.get(key)
-    return category.label if category else key
+# Looked up once per row: dicts, not the enum machinery (which rebuilds its lists).
+_PRODUCT_LABELS = dict(Product.Kind.choices)
+_CATEGORY_LABELS = {key: category.label for key, category in CATEGORY_BY_KEY.items()}
 
 
 class _HashingFile:
@@ -132,8 +133,8 @@ def csv_rows_write(out, events: QuerySet, *, limit: int) -> int:
                 csv_cell(email),
                 csv_cell(label),
                 csv_cell(key),
-                csv_cell(_category_label(category)),
-                csv_cell(_product_label(kind)),
+                _CATEGORY_LABELS.get(category, category),
+                csv_cell(_PRODUCT_LABELS.get(kind, kind)),
                 csv_cell(site),
                 csv_cell(message),
                 csv_cell(content),
