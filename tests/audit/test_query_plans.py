@@ -1,0 +1,102 @@
+"""The three core queries must walk an index range, leading with the organization
+and then time, and must not sort: the event list, the Activity filter and the
+exact-term search. Checked with EXPLAIN on the active database (SQLite or
+PostgreSQL); the plans are printed (pytest -s) for the record."""
+
+from datetime import timedelta
+
+import pytest
+from django.db import connection, transaction
+from django.utils import timezone
+
+from audit.models import Event, EventTerm
+from audit.services import Actor, event_record, item, user_item
+from tests.conftest import make_user
+
+PAGE = 51  # a page of 50 and one more to know there is a next page
+
+
+@pytest.fixture
+def events(org, admin, other_org):
+    """A few events in two organizations, so the tables and indexes are not empty."""
+    target = make_user("carol@acme.test", org, name="Carol Jones")
+    now = timezone.now()
+    for i in range(30):
+        event_record(
+            organization=org if i % 3 else other_org,
+            action="group_member_added" if i % 2 else "user_logged_in",
+            actor=Actor.for_user(admin),
+            occurred_at=now - timedelta(hours=i),
+            context=[user_item(target), item("group", i, f"group-{i}")],
+        )
+
+
+def plan_of(queryset) -> str:
+    sql, params = queryset.query.sql_with_params()
+    with transaction.atomic(), connection.cursor() as cursor:
+        if connection.vendor == "sqlite":
+            cursor.execute(f"EXPLAIN QUERY PLAN {sql}", params)
+            plan = "\n".join(str(row[-1]) for row in cursor.fetchall())
+        else:
+            # The test tables hold a handful of rows, where a sequential scan is
+            # cheaper; forbid it so the planner shows the index it would use on
+            # a real table.
+            cursor.execute("SET LOCAL enable_seqscan = off")
+            cursor.execute(f"EXPLAIN {sql}", params)
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+    print(f"\n-- {connection.vendor}\n{sql}\n{plan}")
+    return plan
+
+
+def assert_index_range_scan(plan: str, index: str, table: str) -> None:
+    if connection.vendor == "sqlite":
+        # e.g. "SEARCH audit_event USING INDEX event_org_time (organization_id=? AND occurred_at>?)"
+        assert f"SEARCH {table} USING " in plan and index in plan, plan
+        assert "TEMP B-TREE" not in plan, plan
+        assert f"SCAN {table}" not in plan, plan
+    else:
+        # e.g. "Index Scan Backward using event_org_time on audit_event"
+        assert f"Index Scan Backward using {index} on {table}" in plan or (
+            f"Index Only Scan Backward using {index} on {table}" in plan
+        ), plan
+        assert "Sort" not in plan and "Seq Scan" not in plan, plan
+
+
+def test_the_event_list_is_an_index_range_scan(org, events):
+    start = timezone.now() - timedelta(days=7)
+    queryset = Event.objects.filter(organization=org, occurred_at__gte=start).order_by(
+        "-occurred_at", "-id"
+    )[:PAGE]
+    assert_index_range_scan(plan_of(queryset), "event_org_time", "audit_event")
+    assert len(list(queryset)) == 20
+
+
+def test_the_activity_filter_is_an_index_range_scan(org, events):
+    start = timezone.now() - timedelta(days=7)
+    queryset = Event.objects.filter(
+        organization=org, occurred_at__gte=start, action__key="group_member_added"
+    )
+    # The Activity filter resolves the keys to ids first (one row of a small table).
+    action_id = queryset.values_list("action_id", flat=True).first()
+    queryset = Event.objects.filter(
+        organization=org, occurred_at__gte=start, action_id=action_id
+    ).order_by("-occurred_at", "-id")[:PAGE]
+    assert_index_range_scan(plan_of(queryset), "event_org_action_time", "audit_event")
+    assert len(list(queryset)) == 10
+
+
+def test_the_term_search_is_an_index_range_scan_of_the_primary_key(org, events):
+    start = timezone.now() - timedelta(days=7)
+    # By "-event_id", the column: "-event" would order by Event's own Meta.ordering,
+    # joining audit_event and sorting in a temporary B-tree.
+    queryset = EventTerm.objects.filter(
+        organization=org, term="carol jones", occurred_at__gte=start
+    ).order_by("-occurred_at", "-event_id")[:PAGE]
+    plan = plan_of(queryset)
+    if connection.vendor == "sqlite":
+        # The composite primary key of a rowid table is its first automatic index.
+        assert_index_range_scan(plan, "sqlite_autoindex_audit_eventterm_1", "audit_eventterm")
+        assert "COVERING INDEX" in plan and "audit_event " not in plan, plan
+    else:
+        assert_index_range_scan(plan, "audit_eventterm_pkey", "audit_eventterm")
+    assert len(list(queryset)) == 20
