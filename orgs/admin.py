@@ -175,12 +175,15 @@ class ActivitySettingInline(admin.TabularInline):
     fields = ["product", "content_stored", "updated_at", "updated_by"]
     readonly_fields = ["updated_at", "updated_by"]
     verbose_name = "activity setting (user-created content)"
+    verbose_name_plural = "activity settings (user-created content: stored or not)"
 
     def get_formset(self, request, obj=None, **kwargs):
         formset = super().get_formset(request, obj, **kwargs)
         field = formset.form.base_fields.get("product")
-        if field is not None:  # only this organization's products
+        if field is not None:  # only this organization's products, chosen, not edited here
             field.queryset = Product.objects.filter(site__organization=obj).select_related("site")
+            for link in ("can_add_related", "can_change_related", "can_view_related"):
+                setattr(field.widget, link, False)
         return formset
 
     def has_add_permission(self, request, obj=None):

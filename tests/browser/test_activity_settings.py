@@ -104,3 +104,19 @@ def test_a_plan_without_the_setting_explains_and_disables(page, live_server):
     expect(jira_form.get_by_role("button", name="Save")).to_be_disabled()
     expect(jira_form.get_by_label("Not stored", exact=True)).to_be_disabled()
     screenshot(page, "settings-4-plan-without-setting")
+
+
+def test_staff_see_the_settings_inline_on_the_organization(page, live_server):
+    org, jira, _ = an_org("Acme", "guard-premium", "acme.example.net")
+    from audit.models import ActivitySetting
+    from orgs.models import User
+
+    ActivitySetting.objects.create(organization=org, product=jira, content_stored=False)
+    User.objects.create_superuser("staff@acme.test", "pw-for-tests", name="Sam Staff")
+    sign_in(page, live_server, "staff@acme.test")
+    page.goto(f"{live_server.url}/admin/orgs/organization/{org.pk}/change/")
+    inline = page.locator("#activity_settings-group")
+    expect(inline).to_contain_text("Jira on acme.example.net")
+    expect(inline.get_by_role("checkbox")).not_to_be_checked()
+    inline.scroll_into_view_if_needed()
+    screenshot(page, "settings-5-django-admin-inline")
