@@ -127,6 +127,13 @@ def actor_html(event: Event):
         return two_lines(event.actor_name or "API token", "API token")
     if event.actor_type == Event.ActorType.PRODUCT:
         return two_lines(event.actor_name or "Product", "Product")
-    return two_lines(
-        event.actor_name or event.actor_email, event.actor_email if event.actor_name else ""
-    )
+    email = breakable_email(event.actor_email)
+    return two_lines(event.actor_name or email, email if event.actor_name else "")
+
+
+def breakable_email(email: str):
+    """An email that may wrap before its @ rather than mid-word in a narrow column."""
+    local, at, domain = email.rpartition("@")
+    if not at:
+        return email
+    return format_html("{}<wbr>@{}", local, domain)

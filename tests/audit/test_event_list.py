@@ -98,7 +98,7 @@ def test_it_lists_events_newest_first_with_every_column(signed_in, org, admin, j
     ).event
     body = signed_in.get(url(org)).content.decode()
     assert body.index(newer.message) < body.index(older.message)
-    assert "Alice Admin" in body and "alice@acme.test" in body
+    assert "Alice Admin" in body and "alice<wbr>@acme.test" in body
     assert "Added user to group" in body
     assert "Jira" in body and "acme.example.net" in body
     assert "203.0.113.9" in body
