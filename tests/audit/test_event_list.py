@@ -75,7 +75,7 @@ def test_an_org_without_the_audit_log_sees_which_plans_have_it(client, db):
     response = client.get(url(org))
     assert response.status_code == 200
     body = response.content.decode()
-    assert "doesn't include the audit log" in body
+    assert "The audit log isn't included in Initech's plan" in body
     for name in ("Guard Standard", "Guard Premium", "Cloud Enterprise"):
         assert name in body
     assert "event-table" not in body

@@ -147,3 +147,21 @@ def test_keyboard_only_apply(page, live_server, demo):
     page.keyboard.type(carol.email)
     page.keyboard.press("Enter")
     expect(page.locator(".event-table tbody tr").first).to_contain_text(carol.name)
+
+
+def test_sign_in_failure_account_page_and_a_plan_without_the_log(page, live_server, demo):
+    page.goto(f"{live_server.url}/accounts/login/")
+    screenshot(page, "audit-00-sign-in")
+    sign_in(page, live_server, ADMIN_EMAIL, "wrong password")
+    expect(page.get_by_role("alert")).to_contain_text("don't match an account")
+    screenshot(page, "audit-00-sign-in-failed")
+
+    sign_in(page, live_server, "admin@initech.test", DEMO_PASSWORD)  # Initech: no plan
+    expect(page.get_by_text("The audit log isn't included in Initech's plan")).to_be_visible()
+    screenshot(page, "audit-12-no-plan")
+
+    page.get_by_role("link", name="admin@initech.test").click()
+    page.get_by_label("Time zone").select_option("Australia/Sydney")
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_text("Times are now shown in Australia/Sydney.")).to_be_visible()
+    screenshot(page, "audit-13-account")
