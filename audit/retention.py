@@ -332,21 +332,18 @@ def _terms_delete(cursor, org_id: int, rows: list[tuple]) -> int:
         return 0
     table = EventTerm._meta.db_table
     if connection.vendor == "postgresql":
-        # A few thousand keys, each one probe of the primary key, whatever the table's
-        # size. Left to itself the planner may hash all the organization's terms (one
-        # full pass per batch) or, on stale statistics, worse. Until the commit.
+        # One primary-key probe per key, as a subquery per key: a join of the keys to
+        # the table is the planner's to choose, and it chose to hash all the
+        # organization's terms (a full pass per batch) or, on statistics a bulk load
+        # left stale, to rescan them per key (a minute for one batch of 1,000).
         cursor.execute(
-            "SELECT set_config('enable_hashjoin', 'off', true), "
-            "set_config('enable_mergejoin', 'off', true), "
-            "set_config('enable_bitmapscan', 'off', true), "
-            "set_config('enable_seqscan', 'off', true)"
-        )
-        cursor.execute(
-            f"DELETE FROM {table} t USING unnest(%s::varchar[], %s::timestamptz[], "
-            "%s::bigint[]) AS k(term, occurred_at, event_id) "
-            "WHERE t.organization_id = %s AND t.term = k.term "
-            "AND t.occurred_at = k.occurred_at AND t.event_id = k.event_id",
-            [[k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], org_id],
+            f"DELETE FROM {table} WHERE ctid = ANY(ARRAY("
+            f"SELECT (SELECT t.ctid FROM {table} t WHERE t.organization_id = %s "
+            "AND t.term = k.term AND t.occurred_at = k.occurred_at "
+            "AND t.event_id = k.event_id) "
+            "FROM unnest(%s::varchar[], %s::timestamptz[], %s::bigint[]) "
+            "AS k(term, occurred_at, event_id)))",
+            [org_id, [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]],
         )
     else:
         cursor.executemany(
@@ -365,33 +362,24 @@ def _terms_delete(cursor, org_id: int, rows: list[tuple]) -> int:
 
 
 def _hourly_counts_subtract(cursor, org_id: int, rows: list[tuple]) -> None:
+    """The batch took the organization's oldest events: every hour before the hour of
+    its newest is now empty, so those hours' counts go whole; that last hour, which
+    may keep events, loses what the batch removed from it."""
     if not rows:
         return
-    counts = Counter(
-        (at.replace(minute=0, second=0, microsecond=0), action_id) for _, at, action_id, *_ in rows
-    )
+    last_hour = max(at for _, at, *_ in rows).replace(minute=0, second=0, microsecond=0)
+    in_last_hour = Counter(action_id for _, at, action_id, *_ in rows if at >= last_hour)
     table = EventHourlyCount._meta.db_table
-    db_time = _db_time_adapter()
-    if connection.vendor == "postgresql":
-        # One statement: a round trip per (hour, action) cost more than the work.
-        cursor.execute(
-            f"UPDATE {table} h SET count = CASE WHEN h.count > d.n THEN h.count - d.n "
-            "ELSE 0 END FROM unnest(%s::timestamptz[], %s::bigint[], %s::integer[]) "
-            "AS d(hour, action_id, n) WHERE h.organization_id = %s AND h.hour = d.hour "
-            "AND h.action_id = d.action_id",
-            [[h for h, _ in counts], [a for _, a in counts], list(counts.values()), org_id],
-        )
-    else:
-        cursor.executemany(
-            f"UPDATE {table} SET count = CASE WHEN count > %s THEN count - %s ELSE 0 END "
-            "WHERE organization_id = %s AND hour = %s AND action_id = %s",
-            [(n, n, org_id, db_time(h), action_id) for (h, action_id), n in counts.items()],
-        )
-    hours = [h for h, _ in counts]
+    hour = _db_time_adapter()(last_hour)
+    cursor.execute(f"DELETE FROM {table} WHERE organization_id = %s AND hour < %s", [org_id, hour])
+    cursor.executemany(
+        f"UPDATE {table} SET count = CASE WHEN count > %s THEN count - %s ELSE 0 END "
+        "WHERE organization_id = %s AND hour = %s AND action_id = %s",
+        [(n, n, org_id, hour, action_id) for action_id, n in in_last_hour.items()],
+    )
     cursor.execute(
-        f"DELETE FROM {table} WHERE organization_id = %s AND hour >= %s AND hour <= %s "
-        "AND count = 0",
-        [org_id, db_time(min(hours)), db_time(max(hours))],
+        f"DELETE FROM {table} WHERE organization_id = %s AND hour = %s AND count = 0",
+        [org_id, hour],
     )
 
 
