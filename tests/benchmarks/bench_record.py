@@ -163,6 +163,38 @@ def bench_batch(org, prefill: int, batches: int, size: int, days: int) -> None:
     print(f"  events in the database afterwards: {Event.objects.count():,}")
 
 
+def print_plans(org) -> None:
+    """EXPLAIN of the three core queries on the populated database (no planner hints)."""
+    from datetime import timedelta
+
+    from django.db import connection
+    from django.utils import timezone
+
+    from audit.models import Activity, Event, EventTerm
+
+    start = timezone.now() - timedelta(days=7)
+    action_id = Activity.objects.get(key="page_viewed").pk
+    term = "acme.example.net"
+    queries = {
+        "event list": Event.objects.filter(organization=org, occurred_at__gte=start),
+        "activity filter": Event.objects.filter(
+            organization=org, occurred_at__gte=start, action_id=action_id
+        ),
+        "term search": EventTerm.objects.filter(
+            organization=org, term=term, occurred_at__gte=start
+        ).order_by("-occurred_at", "-event_id"),
+    }
+    explain = "EXPLAIN QUERY PLAN" if connection.vendor == "sqlite" else "EXPLAIN"
+    for name, queryset in queries.items():
+        if queryset.model is Event:
+            queryset = queryset.order_by("-occurred_at", "-id")
+        sql, params = queryset[:51].query.sql_with_params()
+        with connection.cursor() as cursor:
+            cursor.execute(f"{explain} {sql}", params)
+            plan = [str(row[-1] if connection.vendor == "sqlite" else row[0]) for row in cursor]
+        print(f"  plan, {name}: " + " | ".join(line.strip() for line in plan))
+
+
 def bench_seed(url: str, events: int) -> None:
     from django.core.management import call_command
 
@@ -210,6 +242,7 @@ def main() -> None:
         bench_single(org, args.single)
     if args.batches:
         bench_batch(org, args.prefill, args.batches, args.batch_size, args.batch_days)
+        print_plans(org)
     if not args.skip_seed and args.seed_events:
         bench_seed(args.database_url, args.seed_events)
     from django.db import connections
