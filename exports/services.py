@@ -322,3 +322,29 @@ def export_files_purge_expired(now: datetime | None = None) -> int:
         ExportRequest.objects.filter(pk=export.pk).update(file_deleted_at=now)
         deleted += 1
     return deleted
+
+
+def exports_stalled_fail(now: datetime | None = None) -> int:
+    """Marks failed, and tells the requester about, exports still running long after
+    every retry django-q2 would make has timed out (a worker killed on each try)."""
+    now = now or timezone.now()
+    q = settings.Q_CLUSTER
+    patience = timedelta(seconds=q["retry"] * max(q.get("max_attempts") or 1, 1) + q["timeout"])
+    stalled = ExportRequest.objects.filter(
+        status=ExportRequest.Status.RUNNING, started_at__lt=now - patience
+    ).values_list("pk", flat=True)
+    failed = 0
+    for export_id in list(stalled):
+        failed += ExportRequest.objects.filter(
+            pk=export_id, status=ExportRequest.Status.RUNNING
+        ).update(
+            status=ExportRequest.Status.FAILED,
+            finished_at=now,
+            error="The export did not finish.",
+        )
+        export = ExportRequest.objects.select_related("organization", "requested_by").get(
+            pk=export_id
+        )
+        _part_path(export).unlink(missing_ok=True)
+        _email_once(export)
+    return failed

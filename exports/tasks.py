@@ -1,6 +1,6 @@
 """django-q2 entry points: each loads by id (or nothing) and calls one service."""
 
-from .services import export_file_build, export_files_purge_expired
+from .services import export_file_build, export_files_purge_expired, exports_stalled_fail
 
 
 def export_build(export_id: int) -> str:
@@ -11,3 +11,8 @@ def export_build(export_id: int) -> str:
 def export_files_purge() -> int:
     """Run hourly by the schedule the exports migrations create."""
     return export_files_purge_expired()
+
+
+def exports_stalled() -> int:
+    """Run hourly by the schedule the exports migrations create."""
+    return exports_stalled_fail()

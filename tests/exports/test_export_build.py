@@ -259,3 +259,20 @@ def test_invalid_saved_filters_fail_the_export(org, admin, clock):
     export = export_file_build(export_id=export.pk)
     assert export.status == "failed"
     assert export.error == "The filters of this export are no longer valid."
+
+
+def test_an_export_whose_worker_died_on_every_try_is_failed_and_told(org, admin, clock):
+    from exports.services import exports_stalled_fail
+    from exports.tasks import exports_stalled
+
+    record_many(org, [spec()])
+    export = export_for(org, admin)
+    ExportRequest.objects.filter(pk=export.pk).update(status="running", started_at=clock.now)
+    clock.advance(minutes=10)  # still within django-q2's retries
+    assert exports_stalled_fail() == 0
+    clock.advance(hours=1)
+    assert exports_stalled() == 1
+    export.refresh_from_db()
+    assert export.status == "failed" and export.error == "The export did not finish."
+    assert [m.subject for m in mail.outbox] == ["Your audit log export failed"]
+    assert exports_stalled_fail() == 0 and len(mail.outbox) == 1
