@@ -247,9 +247,10 @@ def audit_log_purge(
                 result.complete = False
                 break
             removed = _batch_purge(purge, batch_size)
-            batches += 1
-            if removed and on_batch is not None:
-                on_batch(purge)
+            if removed:
+                batches += 1
+                if on_batch is not None:
+                    on_batch(purge)
             if removed < batch_size:
                 break
             if pause:
@@ -265,7 +266,8 @@ def audit_log_purge(
 
 def _batch_purge(purge: OrgPurge, batch_size: int) -> int:
     """One transaction: the oldest `batch_size` expired events of one organization,
-    their search terms and their share of the hourly counts. Returns events removed.
+    their search terms and their share of the hourly counts. Returns how many events
+    it took (fewer than `batch_size`: the organization has no more to purge).
 
     Plain SQL rather than the ORM: converting every column of every row cost more than
     the deletes."""

@@ -230,3 +230,32 @@ def test_a_large_purge_commits_batch_by_batch_and_the_page_reads_between(setting
     assert seen == [(n, 25_000 - n) for n in range(1000, 25_001, 1000)]
     assert len(ids(org)) == 60
     assert not connection.in_atomic_block
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="concurrent writers: PostgreSQL")
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_two_purges_at_once_remove_each_event_once_and_keep_the_counts_right():
+    org = Organization.objects.create(name="Twice", plan=Plan.objects.get(key="guard-premium"))
+    hour = (NOW - RETENTION).replace(minute=0, second=0, microsecond=0)
+    expired = [hour - timedelta(minutes=m) for m in range(1, 200)]  # several hours
+    kept = [hour + timedelta(minutes=31 + m) for m in range(20)]  # after the 12:30 cutoff
+    specs = [EventSpec(action="group_created", occurred_at=at) for at in expired + kept]
+    event_record_batch(organization=org, specs=specs)
+    barrier, results = threading.Barrier(2), []
+
+    def run():
+        try:
+            barrier.wait(5)
+            results.append(audit_log_purge(now=NOW, batch_size=7, pause=0, organizations=[org]))
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sum(r.events for r in results) == len(expired)
+    assert len(ids(org)) == len(kept)
+    counts = EventHourlyCount.objects.filter(organization=org, hour__lt=NOW)
+    assert dict(counts.values_list("hour", "count")) == {hour: len(kept)}
