@@ -246,3 +246,70 @@ def test_an_unknown_action_is_a_programming_error(org):
 def test_naive_times_are_refused(org):
     with pytest.raises(ValueError, match="timezone-aware"):
         event_record(organization=org, action="user_logged_in", occurred_at=datetime(2026, 1, 1))
+
+
+def test_the_single_and_batch_paths_write_the_same_rows(org, admin, jira, confluence, site):
+    ActivitySetting.objects.create(organization=org, product=jira, content_stored=False)
+    when = datetime(2026, 11, 3, 9, 15, 0, tzinfo=UTC)
+    specs = [
+        EventSpec(
+            "issue_edited",
+            Actor.for_user(admin),
+            when,
+            product=jira,
+            context=[item("issue", 9, "ENG-12")],
+            ip="203.0.113.9",
+        ),
+        EventSpec(
+            "page_viewed",
+            Actor.for_user(admin),
+            when,
+            product=confluence,
+            context=[item("page", 4, "Roadmap")],
+            container=[item("space", 1, "Engineering")],
+            details={"count": 3},
+            location=Location("Australia", "NSW", "Sydney"),
+        ),
+        EventSpec("group_created", Actor(), when, site=site, context=[item("group", 1, "ops")]),
+    ]
+    batch = event_record_batch(organization=org, specs=specs)
+    singles = [
+        event_record(
+            organization=org,
+            action=s.action,
+            actor=s.actor,
+            occurred_at=s.occurred_at,
+            product=s.product,
+            site=s.site,
+            context=s.context,
+            container=s.container,
+            details=s.details,
+            ip=s.ip,
+            location=s.location,
+        ).event.pk
+        for s in specs
+    ]
+
+    def rows(ids):
+        fields = [
+            f.attname for f in Event._meta.concrete_fields if f.name not in ("id", "recorded_at")
+        ]
+        return [(Event.objects.values(*fields).get(pk=i), terms_of(Event(pk=i))) for i in ids]
+
+    assert rows(batch.event_ids) == rows(singles)
+    assert rows(singles)[0][0]["content"] == "" and rows(singles)[1][0]["content"] == "Roadmap"
+
+
+def test_a_single_event_without_content_does_not_read_the_activity_settings(
+    org, admin, jira, django_assert_num_queries
+):
+    event_record(organization=org, action="user_logged_in", actor=Actor.for_user(admin))
+    # No product, or a product but nothing the setting could drop: no settings query.
+    with django_assert_num_queries(5):  # savepoint, event, terms, hourly count, release
+        event_record(
+            organization=org,
+            action="user_product_access_granted",
+            actor=Actor.for_user(admin),
+            product=jira,
+            context=[item("user", 1, "Bob")],
+        )

@@ -185,6 +185,9 @@ def print_plans(org) -> None:
         ).order_by("-occurred_at", "-event_id"),
     }
     explain = "EXPLAIN QUERY PLAN" if connection.vendor == "sqlite" else "EXPLAIN"
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:  # statistics, as autovacuum would soon take
+            cursor.execute("ANALYZE audit_event, audit_eventterm")
     for name, queryset in queries.items():
         if queryset.model is Event:
             queryset = queryset.order_by("-occurred_at", "-id")
