@@ -131,24 +131,25 @@ def append_only_uninstall(schema_editor) -> None:
 
 @contextmanager
 def purge_allowed(using=None) -> Iterator[None]:
-    """Lets the current transaction delete events and search terms. Must run inside
-    transaction.atomic(); the permission ends with the block (and is withdrawn
-    explicitly too, so an enclosing transaction, as in tests, does not keep it)."""
+    """Lets the current transaction delete events and search terms, until the end of
+    the `with` block. Must run inside transaction.atomic(). The permission is given in
+    a savepoint: if the block raises, rolling the savepoint back withdraws it (a
+    statement to withdraw it would fail in a transaction the error has aborted);
+    otherwise it is withdrawn explicitly, so an enclosing transaction (a test's, say)
+    does not keep it."""
     conn = using or connection
     if not conn.in_atomic_block:
         raise RuntimeError("purge_allowed() must run inside transaction.atomic()")
-    with conn.cursor() as cursor:
+    with transaction.atomic(using=conn.alias), conn.cursor() as cursor:
         if conn.vendor == "postgresql":
             cursor.execute("SELECT set_config(%s, 'on', true)", [PURGE_SETTING])
         elif conn.vendor == "sqlite":
             cursor.execute(f"INSERT OR REPLACE INTO {SQLITE_GUARD_TABLE} (id) VALUES (1)")
-        try:
-            yield
-        finally:
-            if conn.vendor == "postgresql":
-                cursor.execute("SELECT set_config(%s, 'off', true)", [PURGE_SETTING])
-            elif conn.vendor == "sqlite":
-                cursor.execute(f"DELETE FROM {SQLITE_GUARD_TABLE}")
+        yield
+        if conn.vendor == "postgresql":
+            cursor.execute("SELECT set_config(%s, 'off', true)", [PURGE_SETTING])
+        elif conn.vendor == "sqlite":
+            cursor.execute(f"DELETE FROM {SQLITE_GUARD_TABLE}")
 
 
 # The purge.

@@ -176,3 +176,17 @@ def test_manage_py_flush_empties_the_audit_log_too(org):
         else:
             cursor.execute("SELECT current_setting('auditlog.purge', true)")
             assert cursor.fetchone()[0] != "on"
+
+
+def test_an_error_inside_the_guard_withdraws_it(event):
+    with transaction.atomic():
+        with pytest.raises(ValueError, match="a bug in the job"):
+            with purge_allowed():
+                raise ValueError("a bug in the job")
+        with pytest.raises(IntegrityError, match="DELETE refused"):
+            raw("DELETE FROM audit_event WHERE id = %s", [event.pk])
+    with pytest.raises(IntegrityError):  # a refused statement inside: same
+        with transaction.atomic(), purge_allowed():
+            raw("UPDATE audit_event SET message = 'x' WHERE id = %s", [event.pk])
+    with pytest.raises(IntegrityError, match="DELETE refused"):
+        raw("DELETE FROM audit_event WHERE id = %s", [event.pk])
