@@ -307,3 +307,12 @@ def test_expired_and_failed_exports_offer_export_again(org, admin, admin_client,
 def test_the_export_event_is_recorded_once_with_the_requests_ip(ready_export):
     event = Event.objects.get(action__key="audit_log_exported")
     assert event.ip == "127.0.0.1" and event.details["count"] == 2
+
+
+def test_staff_see_exports_read_only_in_the_django_admin(ready_export, client, staff):
+    client.force_login(staff)
+    changelist = client.get(reverse("admin:exports_exportrequest_changelist"))
+    assert changelist.status_code == 200 and "alice@acme.test" in changelist.content.decode()
+    detail = client.get(reverse("admin:exports_exportrequest_change", args=[ready_export.pk]))
+    assert detail.status_code == 200 and 'type="submit" value="Save"' not in detail.content.decode()
+    assert client.get(reverse("admin:exports_exportrequest_add")).status_code == 403
