@@ -17,7 +17,7 @@ from django.db.models import CharField, Count, Func, Sum
 from django.utils.safestring import SafeString, mark_safe
 
 from .filters import EventFilter
-from .models import EventHourlyCount
+from .models import EventHourlyCount, EventHourlyTotal
 
 DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -172,7 +172,10 @@ def daily_counts(events: EventFilter) -> dict[date, int]:
         rows = rows.annotate(n=Count("*")).values_list("bucket", "n").order_by()
     else:
         first_hour = window.start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-        hours = EventHourlyCount.objects.filter(organization=events.org, hour__gte=first_hour)
+        # Without an Activity filter the per-hour totals (24 rows a day); with one, the
+        # hourly counts of those activities along index hourly_org_action_hour.
+        model = EventHourlyCount if events.action_ids else EventHourlyTotal
+        hours = model.objects.filter(organization=events.org, hour__gte=first_hour)
         if window.end is not None:
             hours = hours.filter(hour__lt=window.end)
         if events.action_ids:

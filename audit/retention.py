@@ -33,7 +33,7 @@ from django.utils import timezone
 
 from orgs.models import Organization
 
-from .models import Event, EventHourlyCount, EventTerm
+from .models import Event, EventHourlyCount, EventHourlyTotal, EventTerm
 from .services import SYSTEM, Actor, _terms, event_record
 
 logger = logging.getLogger(__name__)
@@ -382,6 +382,18 @@ def _hourly_counts_subtract(cursor, org_id: int, rows: list[tuple]) -> None:
     )
     cursor.execute(
         f"DELETE FROM {table} WHERE organization_id = %s AND hour = %s AND count = 0",
+        [org_id, hour],
+    )
+    totals = EventHourlyTotal._meta.db_table
+    removed = sum(in_last_hour.values())
+    cursor.execute(f"DELETE FROM {totals} WHERE organization_id = %s AND hour < %s", [org_id, hour])
+    cursor.execute(
+        f"UPDATE {totals} SET count = CASE WHEN count > %s THEN count - %s ELSE 0 END "
+        "WHERE organization_id = %s AND hour = %s",
+        [removed, removed, org_id, hour],
+    )
+    cursor.execute(
+        f"DELETE FROM {totals} WHERE organization_id = %s AND hour = %s AND count = 0",
         [org_id, hour],
     )
 

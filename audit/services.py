@@ -23,7 +23,14 @@ from django.utils import timezone
 from orgs.models import Organization, Plan, Product, Site, User
 
 from .catalogue import CATEGORY_BY_KEY, CONTENT_TYPES, SEARCHABLE_TYPES
-from .models import Activity, ActivitySetting, Event, EventHourlyCount, EventTerm
+from .models import (
+    Activity,
+    ActivitySetting,
+    Event,
+    EventHourlyCount,
+    EventHourlyTotal,
+    EventTerm,
+)
 
 MAX_TERM_LENGTH = 200
 
@@ -558,6 +565,7 @@ class _Recorder:
             _hourly_counts_upsert(
                 [(org_id, f"{hour}:00:00", action_id, n) for (hour, action_id), n in hours.items()]
             )
+            _hourly_totals_add(org_id, {f"{hour}:00:00": n for hour, n in _per_hour(hours)})
         else:
             hours = Counter(
                 (
@@ -567,6 +575,7 @@ class _Recorder:
                 for b in built
             )
             _hourly_counts_add(org_id, hours)
+            _hourly_totals_add(org_id, dict(_per_hour(hours)))
         return ids
 
 
@@ -610,6 +619,25 @@ def _terms_insert(cursor, rows: list[tuple]) -> None:
         cursor.execute(sql + ", ".join([_ROW4] * len(rows)), [v for row in rows for v in row])
     else:
         cursor.executemany(sql + _ROW4, rows)
+
+
+def _per_hour(hours: Mapping[tuple, int]) -> Iterable[tuple]:
+    totals: Counter = Counter()
+    for (hour, _), n in hours.items():
+        totals[hour] += n
+    return totals.items()
+
+
+def _hourly_totals_add(org_id: int, totals: Mapping) -> None:
+    """Adds to the per-hour totals (hours as the database stores them)."""
+    table = EventHourlyTotal._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            f"INSERT INTO {table} (organization_id, hour, count) VALUES (%s, %s, %s) "
+            "ON CONFLICT (organization_id, hour) "
+            f"DO UPDATE SET count = {table}.count + excluded.count",
+            [(org_id, hour, n) for hour, n in totals.items()],
+        )
 
 
 def _hourly_counts_add(org_id: int, hours: Mapping[tuple[datetime, int], int]) -> None:

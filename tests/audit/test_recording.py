@@ -3,7 +3,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.utils import timezone
 
-from audit.models import ActivitySetting, Event, EventHourlyCount, EventTerm
+from audit.models import ActivitySetting, Event, EventHourlyCount, EventHourlyTotal, EventTerm
 from audit.services import (
     Actor,
     EventSpec,
@@ -236,6 +236,8 @@ def test_hourly_counts_follow_the_events(org, admin):
     )
     counts = {(c.hour, c.count) for c in EventHourlyCount.objects.filter(organization=org)}
     assert counts == {(hour, 3), (hour + timedelta(hours=1), 1)}
+    totals = {(t.hour, t.count) for t in EventHourlyTotal.objects.filter(organization=org)}
+    assert totals == {(hour, 3), (hour + timedelta(hours=1), 1)}
 
 
 def test_an_unknown_action_is_a_programming_error(org):
@@ -305,7 +307,8 @@ def test_a_single_event_without_content_does_not_read_the_activity_settings(
 ):
     event_record(organization=org, action="user_logged_in", actor=Actor.for_user(admin))
     # No product, or a product but nothing the setting could drop: no settings query.
-    with django_assert_num_queries(5):  # savepoint, event, terms, hourly count, release
+    # savepoint, event, terms, hourly count, hourly total, release
+    with django_assert_num_queries(6):
         event_record(
             organization=org,
             action="user_product_access_granted",
@@ -313,3 +316,17 @@ def test_a_single_event_without_content_does_not_read_the_activity_settings(
             product=jira,
             context=[item("user", 1, "Bob")],
         )
+
+
+def test_hourly_totals_add_up_every_activity_of_the_hour(org, admin):
+    hour = datetime(2026, 11, 3, 8, tzinfo=UTC)
+    specs = [
+        EventSpec(action, Actor.for_user(admin), hour + timedelta(minutes=minute))
+        for action, minute in [("user_logged_in", 1), ("user_logged_out", 2), ("group_created", 3)]
+    ]
+    specs.append(EventSpec("group_created", Actor.for_user(admin), hour + timedelta(hours=2)))
+    event_record_batch(organization=org, specs=specs)
+    totals = dict(EventHourlyTotal.objects.filter(organization=org).values_list("hour", "count"))
+    assert totals == {hour: 3, hour + timedelta(hours=2): 1}
+    per_action = EventHourlyCount.objects.filter(organization=org, hour=hour)
+    assert sorted(per_action.values_list("count", flat=True)) == [1, 1, 1]

@@ -5,7 +5,7 @@ import pytest
 from django.core.management import call_command
 from django.db import connection, connections
 
-from audit.models import Event, EventHourlyCount, EventTerm
+from audit.models import Event, EventHourlyCount, EventHourlyTotal, EventTerm
 from audit.retention import audit_log_purge, retention_cutoff
 from audit.services import Actor, EventSpec, event_record, event_record_batch, item, user_item
 from orgs.models import Organization, Plan
@@ -87,6 +87,8 @@ def test_hourly_counts_lose_the_purged_events(org):
     purge()
     counts = EventHourlyCount.objects.filter(organization=org, hour__lt=NOW)
     assert dict(counts.values_list("hour", "count")) == {hour: 1}
+    totals = EventHourlyTotal.objects.filter(organization=org, hour__lt=NOW)
+    assert dict(totals.values_list("hour", "count")) == {hour: 1}
 
 
 def test_the_job_records_its_own_event_per_organization(org, other_org):
