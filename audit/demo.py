@@ -61,6 +61,19 @@ PAGE_TITLES = [
 SPACES = ["Engineering", "Marketing", "People", "Security", "Product"]
 POLICIES = ["Default policy", "Contractors", "Admins: 2SV required", "Single sign-on"]
 LABELS = ["Public", "Internal", "Confidential", "Restricted"]
+# (setting, old, new) choices for the actions whose message names a change.
+SETTING_CHANGES = {
+    "org_settings_updated": [
+        ("display name", "Acme Corp", "Acme Corporation"),
+        ("default language", "English (US)", "English (UK)"),
+        ("session duration", "30 days", "7 days"),
+    ],
+    "user_site_role_changed": [("role", "User", "Site admin"), ("role", "Site admin", "User")],
+    "org_member_role_changed": [("role", "Member", "Organization admin")],
+    "user_email_changed": [("email", "old.address@acme.test", "new.address@acme.test")],
+    "org_plan_changed": [("plan", "Guard Standard", "Guard Premium")],
+    "group_renamed": [("name", "eng", "engineering"), ("name", "mktg", "marketing")],
+}
 GROUP_NAMES = [
     "site-admins",
     "jira-software-users",
@@ -294,7 +307,9 @@ class ActivityGenerator:
     def _spec(self, action, occurred_at: datetime) -> EventSpec:
         r = self.rng.random
         product, by_account, base, kind = self.recipes[action.key]
-        if product is None:
+        # An account's own actions (sign-in, password) belong to no product.
+        account_only = action.category == "user_accounts"
+        if product is None and not account_only:
             product = self.products[int(r() * len(self.products))]
         accounts = self.account_items
         if by_account:
@@ -302,7 +317,7 @@ class ActivityGenerator:
         else:
             actor = self.admins[int(r() * len(self.admins))]
         context: list[dict] = []
-        container: list[dict] = [self.site_items[product.pk]]
+        container: list[dict] = [self.site_items[product.pk]] if product else []
         details: dict = {}
         if base == "user":
             context = [accounts[int(r() * len(accounts))]]
@@ -332,7 +347,9 @@ class ActivityGenerator:
         elif kind == "count":
             details["count"] = 10 + int(r() * 9990)
         elif kind == "setting":
-            details.update(setting="display name", old="previous", new="current")
+            choices = SETTING_CHANGES[action.key]
+            setting, old, new = choices[int(r() * len(choices))]
+            details.update(setting=setting, old=old, new=new)
         elif kind == "domain":
             details["domain"] = "acme.test"
         elif kind == "role":
