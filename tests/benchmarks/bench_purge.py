@@ -16,6 +16,7 @@ largest demo organization (Acme Corporation), the one whose page is read: the wo
 """
 
 import argparse
+import math
 import multiprocessing
 import os
 import statistics
@@ -161,7 +162,7 @@ def describe(name: str, timings: list[float]) -> str:
     timings = sorted(timings)
     if not timings:
         return f"{name}: none"
-    p99 = timings[max(0, int(len(timings) * 0.99) - 1)]
+    p99 = timings[math.ceil(len(timings) * 0.99) - 1]
     return (
         f"{name} x{len(timings):,}: median {ms(statistics.median(timings))}, "
         f"p99 {ms(p99)}, max {ms(timings[-1])}"
