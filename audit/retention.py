@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from orgs.models import Organization
@@ -132,24 +132,34 @@ def append_only_uninstall(schema_editor) -> None:
 @contextmanager
 def purge_allowed(using=None) -> Iterator[None]:
     """Lets the current transaction delete events and search terms, until the end of
-    the `with` block. Must run inside transaction.atomic(). The permission is given in
-    a savepoint: if the block raises, rolling the savepoint back withdraws it (a
-    statement to withdraw it would fail in a transaction the error has aborted);
-    otherwise it is withdrawn explicitly, so an enclosing transaction (a test's, say)
-    does not keep it."""
+    the `with` block. Must run inside transaction.atomic(). The permission is then
+    withdrawn explicitly, so an enclosing transaction (a test's, say) does not keep it.
+    (No savepoint of its own: on SQLite, every page a savepoint touches is copied to a
+    journal first, which made each batch 3-4 times slower.)"""
     conn = using or connection
     if not conn.in_atomic_block:
         raise RuntimeError("purge_allowed() must run inside transaction.atomic()")
-    with transaction.atomic(using=conn.alias), conn.cursor() as cursor:
+    with conn.cursor() as cursor:
         if conn.vendor == "postgresql":
             cursor.execute("SELECT set_config(%s, 'on', true)", [PURGE_SETTING])
         elif conn.vendor == "sqlite":
             cursor.execute(f"INSERT OR REPLACE INTO {SQLITE_GUARD_TABLE} (id) VALUES (1)")
-        yield
-        if conn.vendor == "postgresql":
-            cursor.execute("SELECT set_config(%s, 'off', true)", [PURGE_SETTING])
-        elif conn.vendor == "sqlite":
-            cursor.execute(f"DELETE FROM {SQLITE_GUARD_TABLE}")
+        succeeded = False
+        try:
+            yield
+            succeeded = True
+        finally:
+            try:
+                if conn.vendor == "postgresql":
+                    cursor.execute("SELECT set_config(%s, 'off', true)", [PURGE_SETTING])
+                elif conn.vendor == "sqlite":
+                    cursor.execute(f"DELETE FROM {SQLITE_GUARD_TABLE}")
+            except DatabaseError:
+                # A PostgreSQL transaction that an error aborted runs nothing more until
+                # it is rolled back, which withdraws the permission too. Let the error
+                # that aborted it be the one reported.
+                if succeeded:
+                    raise
 
 
 # The purge.
@@ -333,6 +343,9 @@ def _terms_delete(cursor, org_id: int, rows: list[tuple]) -> int:
             keys.append((term, at, event_id))
     if not keys:
         return 0
+    # In primary-key order: consecutive deletes then touch the same index pages
+    # (in the events' order, each one lands elsewhere: 6x slower on SQLite).
+    keys.sort()
     table = EventTerm._meta.db_table
     if connection.vendor == "postgresql":
         # One primary-key probe per key, as a subquery per key: a join of the keys to
