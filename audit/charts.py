@@ -1,11 +1,12 @@
 """Activity per day for the current filters, drawn server-side as an SVG bar chart.
 
-One aggregate query, grouped by hour in the database and by day (in the viewer's time
-zone) here. Without a search it sums the hourly counts kept at write time
-(EventHourlyCount), so its cost depends on the number of hours and activities in the
-range, never on the number of events; those counts are whole UTC hours, so the first
-bar may include activity from up to 59 minutes before the range starts. With a search
-it counts the term index rows in the window, which is exact.
+One aggregate query, grouped by day in the viewer's time zone: by PostgreSQL itself, or
+on SQLite (which knows no time zones) by hour in the database and by day here. Without
+a search it sums the counts kept at write time (EventHourlyTotal, or EventHourlyCount
+for an Activity filter), so its cost depends on the number of hours in the range, never
+on the number of events; those counts are whole UTC hours, so the first bar may include
+activity from up to 59 minutes before the range starts. With a search it counts the
+term index rows in the window, which is exact.
 """
 
 from collections import Counter
@@ -14,6 +15,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from django.db import connection
 from django.db.models import CharField, Count, Func, Sum
+from django.db.models.functions import TruncDate
 from django.utils.safestring import SafeString, mark_safe
 
 from .filters import EventFilter
@@ -167,8 +169,12 @@ def daily_counts(events: EventFilter) -> dict[date, int]:
     if not events.is_valid() or not events.org.plan.audit_log:
         return {}
     window = events.window
+    postgres = connection.vendor == "postgresql"
     if events.data_clean["q"]:
-        rows = events.term_queryset().annotate(bucket=HourBucket("occurred_at")).values("bucket")
+        rows = events.term_queryset()
+        if postgres:
+            return _per_local_day(rows, "occurred_at", Count("*"), events.tz)
+        rows = rows.annotate(bucket=HourBucket("occurred_at")).values("bucket")
         rows = rows.annotate(n=Count("*")).values_list("bucket", "n").order_by()
     else:
         first_hour = window.start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
@@ -180,6 +186,8 @@ def daily_counts(events: EventFilter) -> dict[date, int]:
             hours = hours.filter(hour__lt=window.end)
         if events.action_ids:
             hours = hours.filter(action_id__in=events.action_ids)
+        if postgres:
+            return _per_local_day(hours, "hour", Sum("count"), events.tz)
         # Grouped by the column itself, which the primary key index already orders,
         # and read without the ORM's per-row datetime conversion.
         rows = hours.values("hour").annotate(n=Sum("count")).values_list("hour", "n").order_by()
@@ -189,6 +197,13 @@ def daily_counts(events: EventFilter) -> dict[date, int]:
     for bucket, n in rows:
         per_day[local_day(bucket)] += n
     return per_day
+
+
+def _per_local_day(qs, column: str, total, tz) -> dict[date, int]:
+    """PostgreSQL groups by the viewer's day itself (`AT TIME ZONE`): a few hundred rows
+    back instead of thousands of hours to convert here."""
+    rows = qs.annotate(day=TruncDate(column, tzinfo=tz)).values("day").annotate(n=total)
+    return dict(rows.values_list("day", "n").order_by())
 
 
 def _raw_rows(qs, text_column: str = "") -> list[tuple]:
