@@ -24,7 +24,6 @@ import sys
 import time
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_URL = "sqlite:////tmp/bench_purge.sqlite3"
@@ -64,25 +63,6 @@ def django_setup(url: str) -> None:
     from django.conf import settings
 
     settings.DEBUG = False  # no query log, as in production
-
-
-def database_reset(url: str) -> None:
-    """Deletes and recreates the (throwaway) database `url` names."""
-    parts = urlsplit(url)
-    if parts.scheme.startswith("sqlite"):
-        path = Path(parts.path[1:] if parts.path.startswith("//") else parts.path)
-        for suffix in ("", "-wal", "-shm", "-journal"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
-        return
-    import psycopg
-
-    name = parts.path.lstrip("/")
-    if not name.startswith("bench"):
-        sys.exit(f"refusing to drop {name!r}: benchmark databases are named bench*")
-    admin_url = urlunsplit(parts._replace(scheme="postgresql", path="/postgres"))
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
 
 
 def seed(total: int, expired: int):
@@ -171,6 +151,8 @@ def describe(name: str, timings: list[float]) -> str:
 
 def main() -> None:
     args = parse_args()
+    from bench_record import database_reset
+
     database_reset(args.database_url)
     django_setup(args.database_url)
     from django.conf import settings

@@ -56,9 +56,11 @@ def parse_args() -> argparse.Namespace:
 
 def database_reset(url: str) -> None:
     """Deletes and recreates the (throwaway) database `url` names."""
+    from django.conf import settings
     from django.db import connections
 
-    connections.close_all()
+    if settings.configured:  # callers may reset the database before Django is set up
+        connections.close_all()
     parts = urlsplit(url)
     if parts.scheme.startswith("sqlite"):
         path = Path(parts.path[1:] if parts.path.startswith("//") else parts.path)
