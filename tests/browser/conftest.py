@@ -4,6 +4,7 @@ Never `playwright install`: the browser is /usr/bin/chromium. Without it these t
 skip locally; with REQUIRE_BROWSER=1 (CI) they fail instead. Screenshots go to
 test-artifacts/screenshots/ (git-ignored): look at them."""
 
+import importlib
 import os
 from pathlib import Path
 
@@ -36,6 +37,28 @@ def browser():
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
         yield browser
         browser.close()
+
+
+@pytest.fixture(autouse=True)
+def reference_data(request):
+    """The plans and the activity catalogue, which data migrations made. Serialized
+    rollback should restore them after each transactional test's flush, but once
+    Playwright's event loop runs in this thread, Django's connection (an asgiref Local)
+    is another object, without the serialized copy: run the migrations' functions again
+    (both are idempotent) for every browser test that uses the database."""
+    if "django_db" not in request.keywords:
+        yield
+        return
+    from django.apps import apps
+
+    from audit.services import activity_cache_clear
+
+    request.getfixturevalue("transactional_db")
+    importlib.import_module("orgs.migrations.0002_plans").create_plans(apps, None)
+    importlib.import_module("audit.migrations.0002_catalogue").sync_catalogue(apps, None)
+    activity_cache_clear()  # the cached activities may be rows the flush removed
+    yield
+    activity_cache_clear()  # and these rows go with this test's flush
 
 
 @pytest.fixture

@@ -2,13 +2,10 @@
 record later Jira activity without the issue key; a plan without the setting shows
 the controls disabled."""
 
-import importlib
-
 import pytest
-from django.apps import apps
 from playwright.sync_api import expect
 
-from audit.services import Actor, activity_cache_clear, event_record, item
+from audit.services import Actor, event_record, item
 from orgs.models import Membership, Organization, Product, Site
 from tests.browser.conftest import screenshot, sign_in
 from tests.conftest import make_user, plan
@@ -20,20 +17,6 @@ pytestmark = [
 ]
 
 ISSUE_KEY = "HR-1234"
-
-
-@pytest.fixture(autouse=True)
-def reference_data():
-    """The plans and the activity catalogue, which data migrations made. Serialized
-    rollback should restore them after each transactional test's flush, but once
-    Playwright's event loop runs in this thread, Django's connection (an asgiref Local)
-    is another object, without the serialized copy: run the migrations' functions again
-    (both are idempotent)."""
-    importlib.import_module("orgs.migrations.0002_plans").create_plans(apps, None)
-    importlib.import_module("audit.migrations.0002_catalogue").sync_catalogue(apps, None)
-    activity_cache_clear()  # the cached activities may be rows the flush removed
-    yield
-    activity_cache_clear()  # and these rows go with this test's flush
 
 
 def an_org(name: str, plan_key: str, site_name: str):

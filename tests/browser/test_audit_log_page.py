@@ -3,34 +3,21 @@ searches an exact email, filters by an activity, changes the date range, pages t
 older activities, opens a detail and copies its JSON. Screenshots of every step go to
 test-artifacts/screenshots/audit-*.png."""
 
-import importlib
 import json
 from datetime import timedelta
 
 import pytest
-from django.apps import apps
 from django.utils import timezone
 from playwright.sync_api import expect
 
 from audit.demo import ADMIN_EMAIL, DEMO_PASSWORD, ActivityGenerator, demo_orgs_create
-from audit.services import Actor, activity_cache_clear, event_record, event_record_batch, item
+from audit.services import Actor, event_record, event_record_batch, item
 from tests.browser.conftest import screenshot, sign_in
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.django_db(transaction=True, serialized_rollback=True),
 ]
-
-
-@pytest.fixture(autouse=True)
-def reference_data():
-    """Plans and the activity catalogue come from data migrations; see
-    tests/browser/test_activity_settings.py for why they are made again here."""
-    importlib.import_module("orgs.migrations.0002_plans").create_plans(apps, None)
-    importlib.import_module("audit.migrations.0002_catalogue").sync_catalogue(apps, None)
-    activity_cache_clear()
-    yield
-    activity_cache_clear()
 
 
 @pytest.fixture
