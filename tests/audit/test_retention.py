@@ -79,6 +79,48 @@ def test_search_terms_are_purged_with_their_events_and_only_theirs(org, admin, c
     assert result.orgs[0].terms == 2 * terms_per_event
 
 
+def test_a_batch_takes_only_its_own_events_terms_even_at_the_same_instant(org, admin, carol):
+    kwargs = {"actor": Actor.for_user(admin), "context": [user_item(carol)]}
+    at = NOW - RETENTION - timedelta(hours=1)
+    same_instant = [record(org, at, **kwargs) for _ in range(5)]  # ties broken by id
+    later = record(org, at + timedelta(minutes=1), **kwargs)
+    left = []
+
+    def between(progress):
+        remaining = Event.objects.filter(organization=org).order_by("occurred_at", "id")
+        left.append({e.pk: EventTerm.objects.filter(event_id=e.pk).count() for e in remaining})
+
+    purge(batch_size=2, on_batch=between)
+    pks = [e.pk for e in same_instant]
+    assert left[0] == {pk: 4 for pk in pks[2:] + [later.pk]}
+    assert left[1] == {pks[4]: 4, later.pk: 4}
+    assert not EventTerm.objects.filter(organization=org).exists()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="concurrent writers: PostgreSQL")
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_an_event_committed_inside_a_batch_while_it_runs_keeps_its_terms(monkeypatch):
+    from audit import retention
+
+    org = Organization.objects.create(name="Late", plan=Plan.objects.get(key="guard-premium"))
+    old = NOW - RETENTION - timedelta(days=1)
+    context = [item("group", 1, "Admins")]
+    first, last = (record(org, old + timedelta(minutes=m), context=context) for m in (0, 10))
+    events_delete, late = retention._events_delete, []
+
+    def meanwhile(cursor, ids):
+        # After the batch was read, another session commits an event in its range.
+        late.append(from_another_connection(lambda: record(org, old, context=context).pk))
+        return events_delete(cursor, ids)
+
+    monkeypatch.setattr(retention, "_events_delete", meanwhile)
+    result = audit_log_purge(now=NOW, batch_size=1000, pause=0, organizations=[org])
+    assert result.events == 2
+    assert ids(org) == set(late)
+    terms = EventTerm.objects.filter(organization=org)
+    assert list(terms.values_list("event_id", flat=True)) == late
+
+
 def test_hourly_counts_lose_the_purged_events(org):
     hour = (NOW - RETENTION).replace(minute=0, second=0, microsecond=0)
     record(org, hour + timedelta(minutes=1))  # before the cutoff (12:30)
