@@ -7,8 +7,8 @@ from django.db import IntegrityError, connection, connections, transaction
 from django.utils import timezone
 from django_q.models import Schedule
 
-from audit.models import Event
-from audit.services import event_record
+from audit.models import Event, EventTerm
+from audit.services import event_record, item
 from audit.tasks import SCHEDULE_FUNC, SCHEDULE_NAME, next_run_after, retention_schedule_ensure
 from orgs.models import Organization, Plan
 
@@ -50,10 +50,12 @@ def test_migrating_again_and_again_leaves_one_schedule_and_the_guard():
         call_command("migrate", verbosity=0)
     assert schedules().count() == 1
     org = Organization.objects.create(name="Acme", plan=Plan.objects.get(key="guard-premium"))
-    event = event_record(organization=org, action="group_created").event
-    with pytest.raises(IntegrityError, match="append-only"):
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute("DELETE FROM audit_event WHERE id = %s", [event.pk])
+    event_record(organization=org, action="group_created", context=[item("group", 1, "Admins")])
+    assert EventTerm.objects.filter(organization=org, term="admins").exists()
+    for table in ("audit_event", "audit_eventterm"):
+        with pytest.raises(IntegrityError, match="append-only"):
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(f"DELETE FROM {table} WHERE organization_id = %s", [org.pk])
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="concurrent writers: PostgreSQL")
