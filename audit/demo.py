@@ -211,7 +211,9 @@ class ActivityGenerator:
         self.products = list(Product.objects.filter(site__organization=org).select_related("site"))
         self.sites = list(Site.objects.filter(organization=org))
         self.groups = list(Group.objects.filter(organization=org))
-        members = list(Membership.objects.filter(organization=org).select_related("user"))
+        members = list(
+            Membership.objects.filter(organization=org).select_related("user").order_by("pk")
+        )
         self.admins = [Actor.for_user(m.user) for m in members if m.role == Membership.Role.ADMIN]
         self.accounts = [m.user for m in members if m.role == Membership.Role.MEMBER]
         self.account_actors = [Actor.for_user(u) for u in self.accounts]
