@@ -285,6 +285,12 @@ def _batch_purge(purge: OrgPurge, batch_size: int) -> int:
     org_id = purge.organization.pk
     with transaction.atomic(), connection.cursor() as cursor:
         cutoff = connection.ops.adapt_datetimefield_value(purge.cutoff)
+        if connection.vendor == "postgresql":
+            # Walk event_org_time in order and stop at batch_size. Without statistics
+            # (after a bulk load, before autovacuum has analyzed the table) the planner
+            # expects a few rows and sorts every expired event of the organization in
+            # each batch instead: a third of the purge's time in the benchmark.
+            cursor.execute("SET LOCAL enable_sort = off")
         cursor.execute(_BATCH_SELECT, [org_id, cutoff, batch_size])
         rows = {row[0]: row for row in cursor.fetchall()}
         if not rows:
