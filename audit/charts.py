@@ -28,39 +28,23 @@ CHART_HEIGHT = 160
 
 
 class HourBucket(Func):
-    """The UTC hour of a datetime column as 'YYYY-MM-DD HH' text: cheap in both
-    databases (SQLite keeps datetimes as UTC text, so it is a prefix) and cheap to read
-    here (no datetime object per row)."""
+    """SQLite: the UTC hour of a datetime column as 'YYYY-MM-DD HH' text, a prefix of
+    the UTC text SQLite keeps (PostgreSQL groups by the local day itself, below)."""
 
     output_field = CharField()
-
-    def as_sqlite(self, compiler, conn, **extra):
-        return self.as_sql(compiler, conn, template="substr(%(expressions)s, 1, 13)", **extra)
-
-    def as_postgresql(self, compiler, conn, **extra):
-        return self.as_sql(
-            compiler,
-            conn,
-            template="to_char(%(expressions)s AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24')",
-            **extra,
-        )
+    template = "substr(%(expressions)s, 1, 13)"
 
 
 class _LocalDays:
-    """Maps 'YYYY-MM-DD HH' UTC hours to dates in `tz`, working out the zone's offset
-    once per UTC day (per hour only on the days its offset changes)."""
+    """Maps UTC hours, as SQLite text ('YYYY-MM-DD HH...'), to dates in `tz`, working
+    out the zone's offset once per UTC day (per hour only on the days it changes)."""
 
     def __init__(self, tz):
         self.tz = tz
         self.offsets: dict[date, int | None] = {}  # minutes east of UTC on that UTC day
 
-    def __call__(self, value: "str | datetime") -> date:
-        if isinstance(value, datetime):  # the raw column: naive UTC (SQLite) or aware
-            if value.tzinfo is not None:
-                value = value.astimezone(UTC)
-            day, hour = value.date(), value.hour
-        else:  # 'YYYY-MM-DD HH' from HourBucket
-            day, hour = date.fromisoformat(value[:10]), int(value[11:13])
+    def __call__(self, hour_text: str) -> date:
+        day, hour = date.fromisoformat(hour_text[:10]), int(hour_text[11:13])
         offset = self.offsets.get(day, 0)
         if offset == 0 and day not in self.offsets:
             midnight = datetime(day.year, day.month, day.day, tzinfo=UTC)
@@ -206,16 +190,15 @@ def _per_local_day(qs, column: str, total, tz) -> dict[date, int]:
     return dict(rows.values_list("day", "n").order_by())
 
 
-def _raw_rows(qs, text_column: str = "") -> list[tuple]:
-    """The rows of `qs` as the driver gives them. On SQLite, `text_column` is read as
-    its stored text: the driver would otherwise parse every value into a datetime."""
+def _raw_rows(qs, text_column: str) -> list[tuple]:
+    """SQLite: the rows of `qs` with `text_column` read as its stored text (the driver
+    would otherwise parse every value into a datetime)."""
     sql, params = qs.query.sql_with_params()
-    if text_column and connection.vendor == "sqlite":
-        column = f'"{qs.model._meta.db_table}"."{text_column}"'
-        select, rest = sql.split(" FROM ", 1)
-        # Group by the column itself (which the index orders), not by the text copy.
-        rest = rest.replace(" GROUP BY 1", f" GROUP BY {column}")
-        sql = select.replace(column, f"{column} || ''", 1) + " FROM " + rest
+    column = f'"{qs.model._meta.db_table}"."{text_column}"'
+    select, rest = sql.split(" FROM ", 1)
+    # Group by the column itself (which the index orders), not by the text copy.
+    rest = rest.replace(" GROUP BY 1", f" GROUP BY {column}")
+    sql = select.replace(column, f"{column} || ''", 1) + " FROM " + rest
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
