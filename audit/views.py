@@ -16,7 +16,12 @@ from .catalogue import CATEGORIES
 from .charts import activity_chart
 from .filters import EventFilter
 from .selectors import event_get, event_json, event_page, viewer_time_zone
-from .services import activity_setting_refusal, activity_setting_update, request_meta
+from .services import (
+    activity_setting_refusal,
+    activity_setting_update,
+    request_meta,
+    stored_label,
+)
 from .settings_forms import ActivitySettingForm
 from .tables import EventTable, actor_html, item_rows, local_time, location_text
 
@@ -126,7 +131,7 @@ def _activity_setting_save(request, org: Organization):
         actor_user=request.user,
         **request_meta(request),
     )
-    state = "Stored" if stored else "Not stored"
+    state = stored_label(stored)
     if not changed:
         messages.info(request, f"User-created activity for {product} was already {state}.")
     elif stored:
@@ -148,11 +153,11 @@ def _plan_entitlements(plan: Plan) -> list[dict]:
     """Each activity category and whether `plan` records it, read from the plan's row
     so a staff edit in the Django admin shows at once."""
     rows = []
+    kinds = plan.user_created_kinds
     for category in CATEGORIES:
         included = plan.audit_log and getattr(plan, category.plan_field)
         note = ""
-        if included and category.key == "user_created" and plan.user_created_product_kinds:
-            kinds = [k.strip() for k in plan.user_created_product_kinds.split(",") if k.strip()]
+        if included and category.key == "user_created" and kinds:
             labels = [Product.Kind(k).label if k in Product.Kind else k for k in kinds]
             note = "only " + " and ".join(labels)
         rows.append({"label": category.label, "included": included, "note": note})

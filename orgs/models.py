@@ -103,8 +103,13 @@ class Plan(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    @property
+    def user_created_kinds(self) -> list[str]:
+        """The product kinds of user_created_product_kinds, in order; empty: every one."""
+        return [k.strip() for k in self.user_created_product_kinds.split(",") if k.strip()]
+
     def covers_product(self, product_kind: str) -> bool:
-        kinds = {k.strip() for k in self.user_created_product_kinds.split(",") if k.strip()}
+        kinds = self.user_created_kinds
         return not kinds or product_kind in kinds
 
 
