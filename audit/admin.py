@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.core.paginator import Paginator
 from django.utils.functional import cached_property
 
+from orgs.admin import DeletionsRecordedMixin
 from orgs.models import Organization
 
 from .models import Activity, ActivitySetting, Event, EventTerm
@@ -27,7 +28,7 @@ class ActivityAdmin(admin.ModelAdmin):
 
 
 @admin.register(ActivitySetting)
-class ActivitySettingAdmin(admin.ModelAdmin):
+class ActivitySettingAdmin(DeletionsRecordedMixin, admin.ModelAdmin):
     list_display = ["product", "organization", "content_stored", "updated_at", "updated_by"]
     list_filter = ["content_stored"]
     list_select_related = ["product__site", "organization", "updated_by"]
@@ -41,14 +42,10 @@ class ActivitySettingAdmin(admin.ModelAdmin):
         return False
 
     # Deleting a row means Stored again (the default): recorded like any other change.
-    def delete_model(self, request, obj):
-        _setting_reset(request, obj)
-        super().delete_model(request, obj)
+    deletion_select_related = ("organization__plan", "product__site")
 
-    def delete_queryset(self, request, queryset):
-        for setting in queryset.select_related("organization__plan", "product__site"):
-            _setting_reset(request, setting)
-        super().delete_queryset(request, queryset)
+    def deletion_record(self, request, obj):
+        _setting_reset(request, obj)
 
 
 def _setting_reset(request, setting: ActivitySetting) -> None:

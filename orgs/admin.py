@@ -33,21 +33,12 @@ def _record(request, organization: Organization, action: str, **fields) -> None:
     )
 
 
-def _membership_added(request, membership: Membership) -> None:
+def _membership_recorded(request, membership: Membership, action: str) -> None:
+    """org_member_added or org_member_removed, with the membership's role."""
     _record(
         request,
         membership.organization,
-        "org_member_added",
-        context=[user_item(membership.user)],
-        details={"role": ROLE_LABELS.get(membership.role, membership.role)},
-    )
-
-
-def _membership_removed(request, membership: Membership) -> None:
-    _record(
-        request,
-        membership.organization,
-        "org_member_removed",
+        action,
         context=[user_item(membership.user)],
         details={"role": ROLE_LABELS.get(membership.role, membership.role)},
     )
@@ -56,11 +47,11 @@ def _membership_removed(request, membership: Membership) -> None:
 def _membership_saved(request, membership: Membership, before: Membership | None) -> None:
     """Record what a save changed, given the row as it was (None: it is new)."""
     if before is None:
-        _membership_added(request, membership)
+        _membership_recorded(request, membership, "org_member_added")
         return
     if (before.organization_id, before.user_id) != (membership.organization_id, membership.user_id):
-        _membership_removed(request, before)
-        _membership_added(request, membership)
+        _membership_recorded(request, before, "org_member_removed")
+        _membership_recorded(request, membership, "org_member_added")
         return
     if before.role == membership.role:
         return
@@ -98,6 +89,25 @@ def _memberships_before(pks) -> dict[int, Membership]:
     return {m.pk: m for m in rows}
 
 
+class DeletionsRecordedMixin:
+    """For a ModelAdmin whose deletions are activities: `deletion_record` runs for each
+    object before it goes, whether deleted on its own page or in bulk from the list."""
+
+    deletion_select_related: tuple[str, ...] = ()
+
+    def deletion_record(self, request, obj) -> None:
+        raise NotImplementedError
+
+    def delete_model(self, request, obj):
+        self.deletion_record(request, obj)
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        for obj in queryset.select_related(*self.deletion_select_related):
+            self.deletion_record(request, obj)
+        super().delete_queryset(request, queryset)
+
+
 @admin.register(User)
 class UserAdmin(BaseUserAdmin):
     ordering = ["email"]
@@ -120,13 +130,13 @@ class UserAdmin(BaseUserAdmin):
     # Deleting an account ends its memberships: each organization records the removal.
     def delete_model(self, request, obj):
         for membership in obj.memberships.select_related("user", "organization__plan"):
-            _membership_removed(request, membership)
+            _membership_recorded(request, membership, "org_member_removed")
         super().delete_model(request, obj)
 
     def delete_queryset(self, request, queryset):
         memberships = Membership.objects.filter(user__in=queryset)
         for membership in memberships.select_related("user", "organization__plan"):
-            _membership_removed(request, membership)
+            _membership_recorded(request, membership, "org_member_removed")
         super().delete_queryset(request, queryset)
 
 
@@ -250,11 +260,13 @@ class OrganizationAdmin(admin.ModelAdmin):
         before = _memberships_before(f.instance.pk for f in formset.initial_forms)
         formset.save()
         for membership in formset.new_objects:
-            _membership_added(request, membership)
+            _membership_recorded(request, membership, "org_member_added")
         for membership, _ in formset.changed_objects:
             _membership_saved(request, membership, before.get(membership.pk))
         for membership in formset.deleted_objects:
-            _membership_removed(request, before.get(membership.pk, membership))
+            _membership_recorded(
+                request, before.get(membership.pk, membership), "org_member_removed"
+            )
 
     @staticmethod
     def _save_activity_settings(request, org: Organization, formset) -> None:
@@ -276,7 +288,7 @@ class OrganizationAdmin(admin.ModelAdmin):
 
 
 @admin.register(Membership)
-class MembershipAdmin(admin.ModelAdmin):
+class MembershipAdmin(DeletionsRecordedMixin, admin.ModelAdmin):
     list_display = ["user", "organization", "role", "created_at"]
     list_filter = ["role", "organization"]
     search_fields = ["user__email", "user__name", "organization__name"]
@@ -288,18 +300,14 @@ class MembershipAdmin(admin.ModelAdmin):
         super().save_model(request, obj, form, change)
         _membership_saved(request, obj, before)
 
-    def delete_model(self, request, obj):
-        _membership_removed(request, obj)
-        super().delete_model(request, obj)
+    deletion_select_related = ("user", "organization__plan")
 
-    def delete_queryset(self, request, queryset):
-        for membership in queryset.select_related("user", "organization__plan"):
-            _membership_removed(request, membership)
-        super().delete_queryset(request, queryset)
+    def deletion_record(self, request, obj):
+        _membership_recorded(request, obj, "org_member_removed")
 
 
 @admin.register(VerifiedDomain)
-class VerifiedDomainAdmin(admin.ModelAdmin):
+class VerifiedDomainAdmin(DeletionsRecordedMixin, admin.ModelAdmin):
     list_display = ["domain", "organization", "verified_at"]
     search_fields = ["domain", "organization__name"]
     list_select_related = ["organization"]
@@ -309,14 +317,10 @@ class VerifiedDomainAdmin(admin.ModelAdmin):
         if not change:
             _domain_recorded(request, obj, "domain_verified")
 
-    def delete_model(self, request, obj):
-        _domain_recorded(request, obj, "domain_removed")
-        super().delete_model(request, obj)
+    deletion_select_related = ("organization__plan",)
 
-    def delete_queryset(self, request, queryset):
-        for domain in queryset.select_related("organization__plan"):
-            _domain_recorded(request, domain, "domain_removed")
-        super().delete_queryset(request, queryset)
+    def deletion_record(self, request, obj):
+        _domain_recorded(request, obj, "domain_removed")
 
 
 class ProductInline(admin.TabularInline):
