@@ -25,7 +25,6 @@ The database named by --database-url is deleted and recreated unless --reuse.
 """
 
 import argparse
-import os
 import re
 import statistics
 import sys
@@ -35,6 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_record import database_reset, django_setup, run_header  # noqa: E402
 
 DEFAULT_URL = "sqlite:////tmp/bench_pages.sqlite3"
 NEEDLE = "needle@acme.test"
@@ -94,7 +94,6 @@ def record(org, count: int, seed: int, needle=None) -> int:
 
 
 def seed(args) -> None:
-    from bench_record import database_reset
     from django.core.management import call_command
 
     from audit.demo import demo_orgs_create
@@ -155,15 +154,7 @@ def measure(client, url: str, requests: int) -> tuple[float, float, float, int, 
 
 def main() -> None:
     args = parse_args()
-    os.environ["DATABASE_URL"] = args.database_url
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "auditlog_site.settings")
-    os.environ.setdefault("FAST_PASSWORD_HASHER", "true")
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
-    import django
-
-    django.setup()
-    from django.conf import settings
-    from django.db import connection
+    django_setup(args.database_url)
     from django.test import Client
 
     from audit.charts import activity_chart
@@ -171,12 +162,7 @@ def main() -> None:
     from audit.models import Event
     from orgs.models import Organization, User
 
-    settings.DEBUG = False
-    print(
-        f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}  {connection.vendor} {args.database_url}  "
-        f"cores: {os.cpu_count()}  load: {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
-        flush=True,
-    )
+    print(run_header(args.database_url), flush=True)
     if not args.reuse:
         seed(args)
     acme = Organization.objects.get(name="Acme Corporation")

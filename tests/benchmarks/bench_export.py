@@ -30,6 +30,8 @@ import time
 import tracemalloc
 from pathlib import Path
 
+from bench_record import database_reset, django_setup, run_header
+
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_URL = "sqlite:////tmp/bench_export.sqlite3"
 SEED_CHUNK = 20_000
@@ -48,7 +50,6 @@ def parse_args() -> argparse.Namespace:
 
 def seed(url: str, events: int, reuse: bool):
     """Acme Corporation with `events` demo events over 180 days; returns (org, admin)."""
-    from bench_record import database_reset
     from django.core.management import call_command
     from django.db import connection
 
@@ -237,27 +238,14 @@ def bench_click(url, org, admin, all_cases, clicks: int, storage: str) -> None:
 
 def main() -> None:
     args = parse_args()
-    sys.path.insert(0, str(ROOT))
     storage = tempfile.mkdtemp(prefix="bench_export_")
-    os.environ["DATABASE_URL"] = args.database_url
     os.environ["PRIVATE_STORAGE_DIR"] = storage
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "auditlog_site.settings")
-    os.environ.setdefault("FAST_PASSWORD_HASHER", "true")
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
     os.environ["EMAIL_BACKEND"] = "django.core.mail.backends.locmem.EmailBackend"
     os.environ.pop("Q_SYNC", None)
-    import django
+    django_setup(args.database_url)
+    from django.db import connections
 
-    django.setup()
-    from django.conf import settings
-    from django.db import connection, connections
-
-    settings.DEBUG = False  # no query log, as in production
-    print(
-        f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}  {connection.vendor} {args.database_url}  "
-        f"cores: {os.cpu_count()}  load: {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
-        flush=True,
-    )
+    print(run_header(args.database_url), flush=True)
     org, admin = seed(args.database_url, args.events, args.reuse)
     all_cases = cases(org, admin)
     for label, query in all_cases:

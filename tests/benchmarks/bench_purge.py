@@ -18,14 +18,12 @@ largest demo organization (Acme Corporation), the one whose page is read: the wo
 import argparse
 import math
 import multiprocessing
-import os
 import statistics
-import sys
 import time
 from datetime import timedelta
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from bench_record import database_reset, django_setup, run_header
+
 DEFAULT_URL = "sqlite:////tmp/bench_purge.sqlite3"
 SEED_CHUNK = 20_000
 
@@ -49,20 +47,6 @@ def parse_args() -> argparse.Namespace:
         "--record-interval", type=float, default=0.05, help="seconds between recordings (0.05)"
     )
     return parser.parse_args()
-
-
-def django_setup(url: str) -> None:
-    sys.path.insert(0, str(ROOT))
-    os.environ["DATABASE_URL"] = url
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "auditlog_site.settings")
-    os.environ.setdefault("FAST_PASSWORD_HASHER", "true")  # demo accounts, not what we time
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
-    import django
-
-    django.setup()
-    from django.conf import settings
-
-    settings.DEBUG = False  # no query log, as in production
 
 
 def seed(total: int, expired: int):
@@ -151,24 +135,17 @@ def describe(name: str, timings: list[float]) -> str:
 
 def main() -> None:
     args = parse_args()
-    from bench_record import database_reset
-
     database_reset(args.database_url)
     django_setup(args.database_url)
     from django.conf import settings
-    from django.db import connection, connections
+    from django.db import connections
 
     from audit.models import Event
     from audit.retention import audit_log_purge
 
     batch_size = args.batch_size or settings.AUDIT_PURGE_BATCH_SIZE
     pause = settings.AUDIT_PURGE_PAUSE if args.pause is None else args.pause
-    print(
-        f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}  {connection.vendor} {args.database_url}  "
-        f"cores: {os.cpu_count()}  load: {' '.join(f'{x:.2f}' for x in os.getloadavg())}  "
-        f"batch size {batch_size}, pause {pause} s",
-        flush=True,
-    )
+    print(run_header(args.database_url, f"batch size {batch_size}, pause {pause} s"), flush=True)
     org, now = seed(args.events, args.purge_events)
     connections.close_all()
 

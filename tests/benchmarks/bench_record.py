@@ -54,6 +54,33 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def django_setup(url: str) -> None:
+    """Django on the throwaway database `url`, as the benchmarks run it: DEBUG off as in
+    production (with DEBUG on Django keeps a log of every query), the fast password
+    hasher (the demo accounts' hashing is not what they time), warnings only. Set any
+    other environment first."""
+    sys.path.insert(0, str(ROOT))
+    os.environ["DATABASE_URL"] = url
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "auditlog_site.settings")
+    os.environ.setdefault("FAST_PASSWORD_HASHER", "true")
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    import django
+
+    django.setup()
+    from django.conf import settings
+
+    settings.DEBUG = False
+
+
+def run_header(url: str, extra: str = "") -> str:
+    """When and where a benchmark ran: time, database, cores and load, then `extra`."""
+    from django.db import connection
+
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    line = f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}  {connection.vendor} {url}  "
+    return line + f"cores: {os.cpu_count()}  load: {load}" + (f"  {extra}" if extra else "")
+
+
 def database_reset(url: str) -> None:
     """Deletes and recreates the (throwaway) database `url` names."""
     from django.conf import settings
@@ -223,23 +250,13 @@ def bench_seed(url: str, events: int) -> None:
 
 def main() -> None:
     args = parse_args()
-    sys.path.insert(0, str(ROOT))
-    os.environ["DATABASE_URL"] = args.database_url
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "auditlog_site.settings")
-    os.environ.setdefault("FAST_PASSWORD_HASHER", "true")  # demo accounts, not what we time
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
-    import django
-
-    django.setup()
+    django_setup(args.database_url)
     from django.conf import settings
-    from django.db import connection
 
-    settings.DEBUG = False  # no query log, as in production
     print(
-        f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}  {connection.vendor} "
-        f"{args.database_url}  cores: {os.cpu_count()}  load: "
-        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}  "
-        f"AUDIT_RECORD_BATCH_SIZE={settings.AUDIT_RECORD_BATCH_SIZE}",
+        run_header(
+            args.database_url, f"AUDIT_RECORD_BATCH_SIZE={settings.AUDIT_RECORD_BATCH_SIZE}"
+        ),
         flush=True,
     )
     org = database_fresh(args.database_url)
