@@ -1,7 +1,10 @@
 """The cast every test can use: an org on Guard Premium with its admin, a member,
 an outsider and another org; staff; sites and products."""
 
+import threading
+
 import pytest
+from django.db import connections
 
 from orgs.models import Membership, Organization, Plan, Product, Site, User
 
@@ -81,3 +84,24 @@ def django_db_setup(django_db_setup):
     if contents is not None:
         type(connection)._test_serialized_contents = contents
     yield
+
+
+def in_threads(fn, count: int = 1) -> list:
+    """Runs `fn` in `count` threads released at the same moment, each on database
+    connections of its own (closed after); returns what each call returned."""
+    barrier, results = threading.Barrier(count), []
+
+    def run():
+        try:
+            barrier.wait(5)
+            results.append(fn())
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == count, "a thread failed: see its traceback above"
+    return results

@@ -1,15 +1,14 @@
-import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.core.management import call_command
-from django.db import connection, connections
+from django.db import connection
 
 from audit.models import Event, EventHourlyCount, EventHourlyTotal, EventTerm
 from audit.retention import audit_log_purge, retention_cutoff
 from audit.services import Actor, EventSpec, event_record, event_record_batch, item, user_item
 from orgs.models import Organization, Plan
-from tests.conftest import make_user
+from tests.conftest import in_threads, make_user
 
 NOW = datetime(2026, 11, 25, 12, 30, tzinfo=UTC)
 RETENTION = timedelta(days=180)
@@ -110,7 +109,7 @@ def test_an_event_committed_inside_a_batch_while_it_runs_keeps_its_terms(monkeyp
 
     def meanwhile(cursor, ids):
         # After the batch was read, another session commits an event in its range.
-        late.append(from_another_connection(lambda: record(org, old, context=context).pk))
+        late.extend(in_threads(lambda: record(org, old, context=context).pk))
         return events_delete(cursor, ids)
 
     monkeypatch.setattr(retention, "_events_delete", meanwhile)
@@ -225,22 +224,6 @@ def latest_page(org_id: int) -> list[int]:
     )
 
 
-def from_another_connection(fn):
-    """Runs fn in a thread, so on a connection of its own; returns what it returned."""
-    out = {}
-
-    def run():
-        try:
-            out["value"] = fn()
-        finally:
-            connections.close_all()
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join()
-    return out["value"]
-
-
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_a_large_purge_commits_batch_by_batch_and_the_page_reads_between(settings):
     org = Organization.objects.create(name="Big", plan=Plan.objects.get(key="guard-premium"))
@@ -257,7 +240,7 @@ def test_a_large_purge_commits_batch_by_batch_and_the_page_reads_between(setting
     seen = []
 
     def between(progress):
-        remaining, page = from_another_connection(
+        ((remaining, page),) = in_threads(
             lambda: (
                 Event.objects.filter(
                     organization_id=org.pk, occurred_at__lt=progress.cutoff
@@ -285,20 +268,9 @@ def test_two_purges_at_once_remove_each_event_once_and_keep_the_counts_right():
     kept = [hour + timedelta(minutes=31 + m) for m in range(20)]  # after the 12:30 cutoff
     specs = [EventSpec(action="group_created", occurred_at=at) for at in expired + kept]
     event_record_batch(organization=org, specs=specs)
-    barrier, results = threading.Barrier(2), []
-
-    def run():
-        try:
-            barrier.wait(5)
-            results.append(audit_log_purge(now=NOW, batch_size=7, pause=0, organizations=[org]))
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = in_threads(
+        lambda: audit_log_purge(now=NOW, batch_size=7, pause=0, organizations=[org]), 2
+    )
     assert sum(r.events for r in results) == len(expired)
     assert len(ids(org)) == len(kept)
     counts = EventHourlyCount.objects.filter(organization=org, hour__lt=NOW)

@@ -1,9 +1,8 @@
-import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.core.management import call_command
-from django.db import IntegrityError, connection, connections, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django_q.models import Schedule
 
@@ -11,6 +10,7 @@ from audit.models import Event, EventTerm
 from audit.services import event_record, item
 from audit.tasks import SCHEDULE_FUNC, SCHEDULE_NAME, next_run_after, retention_schedule_ensure
 from orgs.models import Organization, Plan
+from tests.conftest import in_threads
 
 
 def schedules():
@@ -62,20 +62,7 @@ def test_migrating_again_and_again_leaves_one_schedule_and_the_guard():
 @pytest.mark.django_db(transaction=True, serialized_rollback=True)
 def test_processes_starting_at_once_create_one_schedule():
     schedules().delete()
-    barrier = threading.Barrier(4)
-
-    def start():
-        try:
-            barrier.wait(5)
-            retention_schedule_ensure()
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=start) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    in_threads(retention_schedule_ensure, 4)
     assert schedules().count() == 1
 
 
