@@ -217,6 +217,12 @@ ACTIONS = [
         "{actor} added {site} to the organization",
     ),
     _A("product_added", "Added product", "organization", "{actor} added {product} to {site}"),
+    _A(
+        "org_plan_updated",
+        "Changed plan entitlements",
+        "organization",
+        "{actor} changed the {plan} plan: {setting} from {old} to {new}",
+    ),
     # Security policies
     _A(
         "auth_policy_created",
@@ -258,6 +264,24 @@ ACTIONS = [
     _A("user_logged_in", "Logged in", "user_accounts", "{actor} logged in"),
     _A("user_logged_out", "Logged out", "user_accounts", "{actor} logged out"),
     _A("user_login_failed", "Failed login", "user_accounts", "A sign-in as {user} failed"),
+    _A(
+        "user_login_locked_out",
+        "Sign-in locked out",
+        "user_accounts",
+        "Sign-ins as {user} were locked out after repeated failures",
+    ),
+    _A(
+        "user_login_unlocked",
+        "Sign-in unlocked",
+        "user_accounts",
+        "{actor} unlocked sign-ins as {user}",
+    ),
+    _A(
+        "user_password_reset_requested",
+        "Requested password reset",
+        "user_accounts",
+        "A password reset was requested for {user}",
+    ),
     _A(
         "user_password_changed",
         "Changed password",
@@ -372,6 +396,12 @@ ACTIONS = [
         "Paused streaming webhook",
         "audit_log",
         "Streaming to {webhook} was paused after repeated failures",
+    ),
+    _A(
+        "audit_log_purge_held",
+        "Held removal of expired activities",
+        "audit_log",
+        "{actor} held back removing {count} expired activities: more than the safety limit",
     ),
     _A(
         "audit_log_purged",
