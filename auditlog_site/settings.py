@@ -226,6 +226,11 @@ AUDIT_PURGE_PAUSE = float(os.getenv("AUDIT_PURGE_PAUSE", "0.02"))
 # Exports: at most this many activities per file; the download link lasts this long.
 EXPORT_MAX_ROWS = envint("EXPORT_MAX_ROWS", 10_000)
 EXPORT_LINK_TTL = envint("EXPORT_LINK_TTL", 60 * 60 * 24)
+# At most this many exports queued or running per admin and organization.
+EXPORT_MAX_CONCURRENT = envint("EXPORT_MAX_CONCURRENT", 3)
+# Seconds a builder holds an export without renewing (it renews as it writes); a
+# retry of its task takes the export over only after that.
+EXPORT_LEASE = envint("EXPORT_LEASE", 60)
 
 LOGGING = {
     "version": 1,
