@@ -1,3 +1,4 @@
+import uuid
 from datetime import datetime
 from pathlib import Path
 
@@ -29,19 +30,35 @@ class ExportRequest(models.Model):
     filters_summary = models.JSONField(default=list, blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     created_at = models.DateTimeField(default=timezone.now)
+    # When its task was last put on the queue, and how often it has been put back
+    # because the task was lost (see exports_lost_requeue).
+    enqueued_at = models.DateTimeField(default=timezone.now)
+    requeues = models.PositiveSmallIntegerField(default=0)
     started_at = models.DateTimeField(null=True, blank=True)
+    # The running builder's claim: only the holder of `claim_token` may finish the
+    # export, and another builder may take it over only once `lease_expires_at` has
+    # passed (the holder renews it while it streams).
+    claim_token = models.CharField(max_length=32, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
     row_count = models.PositiveIntegerField(null=True, blank=True)
     size_bytes = models.PositiveBigIntegerField(null=True, blank=True)
     sha256 = models.CharField(max_length=64, blank=True)
+    # The file's name: random, so two databases sharing PRIVATE_STORAGE_DIR (whose
+    # organization and export ids repeat) never write the same path.
+    file_key = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     file_name = models.CharField(
         max_length=300, blank=True, help_text="Relative to PRIVATE_STORAGE_DIR."
     )
     file_deleted_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
+    # Set once the email has gone. email_claimed_at marks a send in progress (a claim
+    # that lapses if its sender dies); email_attempts counts the tries.
     email_sent_at = models.DateTimeField(null=True, blank=True)
+    email_claimed_at = models.DateTimeField(null=True, blank=True)
+    email_attempts = models.PositiveSmallIntegerField(default=0)
     # Where the request came from, for the audit_log_exported event the worker records.
     ip = models.GenericIPAddressField(null=True, blank=True)
     user_agent = models.CharField(max_length=500, blank=True)

@@ -1,6 +1,12 @@
-"""django-q2 entry points: each loads by id (or nothing) and calls one service."""
+"""django-q2 entry points: each loads by id (or nothing) and calls services."""
 
-from .services import export_file_build, export_files_purge_expired, exports_stalled_fail
+from .services import (
+    export_emails_retry,
+    export_file_build,
+    export_files_purge_expired,
+    exports_lost_requeue,
+    exports_stalled_fail,
+)
 
 
 def export_build(export_id: int) -> str:
@@ -13,6 +19,11 @@ def export_files_purge() -> int:
     return export_files_purge_expired()
 
 
-def exports_stalled() -> int:
-    """Run hourly by the schedule the exports migrations create."""
-    return exports_stalled_fail()
+def exports_stalled() -> dict[str, int]:
+    """Run every 5 minutes by the schedule the exports migrations create: re-enqueue
+    lost tasks, fail exports whose worker died on every try, retry unsent emails."""
+    return {
+        "requeued": exports_lost_requeue(),
+        "failed": exports_stalled_fail(),
+        "emails": export_emails_retry(),
+    }

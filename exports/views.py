@@ -10,7 +10,7 @@ from orgs.access import org_for_admin
 from orgs.models import Organization
 
 from .models import ExportRequest
-from .services import export_filter, export_request_create
+from .services import ExportLimitReached, export_filter, export_request_create
 
 READY_SOON = "We'll email you when your export is ready."
 
@@ -37,14 +37,19 @@ def _export_start(request: HttpRequest, org: Organization, data) -> ExportReques
         errors = "; ".join(e for errs in event_filter.form.errors.values() for e in errs)
         messages.error(request, f"Nothing was exported. Check the filters: {errors}")
     else:
-        messages.success(request, READY_SOON)
-        return export_request_create(
-            organization=org,
-            requested_by=request.user,
-            filters=event_filter.params(),
-            filters_summary=event_filter.summary(),
-            **request_meta(request),
-        )
+        try:
+            export = export_request_create(
+                organization=org,
+                requested_by=request.user,
+                filters=event_filter.params(),
+                filters_summary=event_filter.summary(),
+                **request_meta(request),
+            )
+        except ExportLimitReached as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(request, READY_SOON)
+            return export
     return None
 
 

@@ -228,9 +228,15 @@ def test_the_cleanup_keeps_files_that_have_not_expired(ready_export, clock):
 
 
 def test_the_cleanup_is_scheduled_once_in_the_worker(db):
-    for func in ("exports.tasks.export_files_purge", "exports.tasks.exports_stalled"):
-        (schedule,) = Schedule.objects.filter(func=func)
-        assert schedule.schedule_type == Schedule.HOURLY and schedule.repeats == -1
+    (purge,) = Schedule.objects.filter(func="exports.tasks.export_files_purge")
+    assert purge.schedule_type == Schedule.HOURLY and purge.repeats == -1
+    (stalled,) = Schedule.objects.filter(func="exports.tasks.exports_stalled")
+    assert (stalled.name, stalled.schedule_type, stalled.minutes, stalled.repeats) == (
+        "exports: recover stalled exports",
+        Schedule.MINUTES,
+        5,
+        -1,
+    )
 
 
 def test_the_task_returns_the_purge_count(ready_export, clock):
