@@ -161,3 +161,33 @@ def test_a_real_worker_builds_the_export_and_emails_a_working_link(
     assert [int(r["Event ID"]) for r in rows] == ids
     assert {r["Actor email"] for r in rows} == {"alice@acme.test"}
     assert Event.objects.filter(action__key="audit_log_exported").count() == 1
+
+
+def test_a_real_worker_builds_an_export_whose_task_was_lost_once_it_is_requeued(
+    org, admin, smtp_inbox, qcluster
+):
+    from django_q.models import OrmQ
+
+    from exports.services import export_filter, exports_lost_requeue
+
+    inbox, _ = smtp_inbox
+    worker, log = qcluster
+    record_many(org, [full_spec(admin, ago=timedelta(minutes=1), now=timezone.now())])
+    event_filter = export_filter(organization=org, user=admin, filters={"range": "24h"})
+    assert event_filter.is_valid()
+    # Saved, but its task never reached the queue (or the queue row was lost since).
+    export = ExportRequest.objects.create(
+        organization=org,
+        requested_by=admin,
+        filters=event_filter.params(),
+        filters_summary=event_filter.summary(),
+        enqueued_at=timezone.now() - timedelta(minutes=6),
+    )
+    assert not OrmQ.objects.exists()
+    assert exports_lost_requeue() == 1
+
+    wait_for(lambda: inbox.messages, worker, log)
+    export.refresh_from_db()
+    assert export.status == "ready" and export.row_count == 1 and export.requeues == 1
+    assert [m["Subject"] for m in inbox.messages] == ["Your audit log is ready to download"]
+    assert exports_lost_requeue() == 0
