@@ -1,6 +1,8 @@
 from django.contrib import admin
 from django.core.paginator import Paginator
 from django.utils.functional import cached_property
+from django_q import admin as django_q_admin
+from django_q import models as django_q_models
 
 from orgs.admin import DeletionsRecordedMixin
 from orgs.models import Organization
@@ -20,8 +22,13 @@ class ActivityAdmin(admin.ModelAdmin):
     list_filter = ["category", "user_created"]
     search_fields = ["key", "label"]
 
+    # The catalogue is code (audit/catalogue.py, copied by migrations): a relabelled
+    # activity would relabel every past event. Staff may look, not change.
     def has_add_permission(self, request):
-        return False  # the catalogue comes from audit/catalogue.py through migrations
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
 
     def has_delete_permission(self, request, obj=None):
         return False
@@ -111,3 +118,30 @@ class EventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+# The task queue (django-q2) is monitored here, never edited: a schedule or queued task
+# names any importable function, which the worker runs (os.system, a management command
+# that erases tables...). Jobs are made by migrations and by the app's own code.
+class _ReadOnlyTaskAdmin:
+    actions = None  # no "resubmit task" either
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+for _model, _admin_class in [
+    (django_q_models.Schedule, django_q_admin.ScheduleAdmin),
+    (django_q_models.Success, django_q_admin.TaskAdmin),
+    (django_q_models.Failure, django_q_admin.FailAdmin),
+    (django_q_models.OrmQ, django_q_admin.QueueAdmin),
+]:
+    if admin.site.is_registered(_model):
+        admin.site.unregister(_model)
+    admin.site.register(_model, type(_admin_class.__name__, (_ReadOnlyTaskAdmin, _admin_class), {}))

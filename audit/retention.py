@@ -1,20 +1,9 @@
-"""Retention: the job that removes events past their plan's retention, and the
-database guard that refuses every other change to the events and their search terms.
+"""Retention: the job that removes events past their plan's retention, with their
+search terms and their share of the hourly counts.
 
-The guard (installed by migration 0003, see `append_only_install`):
-
-- PostgreSQL: a row trigger refuses UPDATE always; statement triggers refuse DELETE and
-  TRUNCATE unless the transaction-local setting `auditlog.purge` is 'on'.
-  Only `purge_allowed()` sets it, with `set_config(..., true)` (SET LOCAL).
-- SQLite has no session settings: the triggers refuse UPDATE always and DELETE unless
-  the table `audit_purgeguard` has a row. `purge_allowed()` inserts that row inside its
-  transaction and deletes it before commit; other connections never see an uncommitted
-  row, so the permission is transaction-local in effect. A BEFORE INSERT trigger also
-  refuses `INSERT OR REPLACE` over an existing event (SQLite's REPLACE deletes without
-  firing delete triggers).
-
-Both refuse with an IntegrityError. The guard stops mistakes and code that bypasses the
-ORM; it is not a boundary against someone who holds the database's owner role or file.
+It is the one thing the append-only guard (audit/guard.py) lets delete events: on
+PostgreSQL through the owner's SECURITY DEFINER functions, which never remove an event
+younger than AUDIT_MIN_RETENTION_DAYS; on SQLite inside `purge_allowed()`.
 """
 
 import importlib
@@ -22,152 +11,37 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.core.mail import send_mail
+from django.db import connection, transaction
+from django.db.models import Sum
 from django.utils import timezone
 
-from orgs.models import Organization
+from orgs.models import Organization, User
 
+from .guard import purge_allowed
 from .models import Event, EventHourlyCount, EventHourlyTotal, EventTerm
 from .services import SYSTEM, Actor, _terms, event_record
 
 logger = logging.getLogger(__name__)
 
-GUARDED_TABLES = ("audit_event", "audit_eventterm")
-PURGE_SETTING = "auditlog.purge"
-SQLITE_GUARD_TABLE = "audit_purgeguard"
-
-_PG_REFUSE = """
-CREATE OR REPLACE FUNCTION audit_append_only_refuse() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION '% is append-only: % refused', TG_TABLE_NAME, TG_OP
-        USING ERRCODE = 'restrict_violation',
-              HINT = 'Only the retention job (audit.retention) removes rows.';
-END
-$$
-"""
-_PG_NOT_PURGING = f"(current_setting('{PURGE_SETTING}', true) IS DISTINCT FROM 'on')"
-
-
-def _pg_trigger_sql(table: str) -> list[str]:
-    refuse = "EXECUTE FUNCTION audit_append_only_refuse()"
-    return [
-        f"DROP TRIGGER IF EXISTS {table}_no_update ON {table}",
-        f"DROP TRIGGER IF EXISTS {table}_no_delete ON {table}",
-        f"DROP TRIGGER IF EXISTS {table}_no_truncate ON {table}",
-        # UPDATE per row: an UPDATE that matches nothing (Django's save() of an
-        # instance with a primary key tries one before its INSERT) changes nothing.
-        f"CREATE TRIGGER {table}_no_update BEFORE UPDATE ON {table} FOR EACH ROW {refuse}",
-        # DELETE per statement: a row trigger, even one whose WHEN is false, makes the
-        # server fetch every deleted row for it, which doubled the purge's time.
-        f"CREATE TRIGGER {table}_no_delete BEFORE DELETE ON {table} FOR EACH STATEMENT "
-        f"WHEN {_PG_NOT_PURGING} {refuse}",
-        f"CREATE TRIGGER {table}_no_truncate BEFORE TRUNCATE ON {table} FOR EACH STATEMENT "
-        f"WHEN {_PG_NOT_PURGING} {refuse}",
-    ]
-
-
-def _sqlite_trigger_sql(table: str) -> list[str]:
-    def refuse(op: str) -> str:
-        return f"BEGIN SELECT RAISE(ABORT, '{table} is append-only: {op} refused'); END"
-
-    sql = [
-        f"DROP TRIGGER IF EXISTS {table}_no_update",
-        f"DROP TRIGGER IF EXISTS {table}_no_delete",
-        f"DROP TRIGGER IF EXISTS {table}_no_replace",
-        f"CREATE TRIGGER {table}_no_update BEFORE UPDATE ON {table} {refuse('UPDATE')}",
-        f"CREATE TRIGGER {table}_no_delete BEFORE DELETE ON {table} "
-        f"WHEN NOT EXISTS (SELECT 1 FROM {SQLITE_GUARD_TABLE}) {refuse('DELETE')}",
-    ]
-    if table == "audit_event":
-        # A search-term row is all key: replacing one changes nothing. An event is not.
-        sql.append(
-            f"CREATE TRIGGER {table}_no_replace BEFORE INSERT ON {table} "
-            f"WHEN NEW.id IS NOT NULL AND EXISTS (SELECT 1 FROM {table} WHERE id = NEW.id) "
-            f"{refuse('REPLACE')}"
-        )
-    return sql
-
-
-def append_only_install(schema_editor) -> None:
-    """(Re)creates the guard's triggers. Idempotent. A migration that makes Django
-    rebuild audit_event or audit_eventterm on SQLite (most AlterFields do: the table
-    is copied and the old one dropped, triggers with it) must call this again;
-    tests/audit/test_append_only_db.py fails if it does not."""
-    vendor = schema_editor.connection.vendor
-    if vendor == "postgresql":
-        statements = [_PG_REFUSE]
-        for table in GUARDED_TABLES:
-            statements += _pg_trigger_sql(table)
-    elif vendor == "sqlite":
-        statements = [f"CREATE TABLE IF NOT EXISTS {SQLITE_GUARD_TABLE} (id integer PRIMARY KEY)"]
-        for table in GUARDED_TABLES:
-            statements += _sqlite_trigger_sql(table)
-    else:  # other databases: the ORM's AppendOnlyError is the only guard
-        return
-    for sql in statements:
-        schema_editor.execute(sql, params=None)
-
-
-def append_only_uninstall(schema_editor) -> None:
-    vendor = schema_editor.connection.vendor
-    for table in GUARDED_TABLES:
-        for suffix in ("no_update", "no_delete", "no_truncate", "no_replace"):
-            if vendor == "postgresql":
-                schema_editor.execute(f"DROP TRIGGER IF EXISTS {table}_{suffix} ON {table}")
-            elif vendor == "sqlite":
-                schema_editor.execute(f"DROP TRIGGER IF EXISTS {table}_{suffix}")
-    if vendor == "postgresql":
-        schema_editor.execute("DROP FUNCTION IF EXISTS audit_append_only_refuse()")
-    elif vendor == "sqlite":
-        schema_editor.execute(f"DROP TABLE IF EXISTS {SQLITE_GUARD_TABLE}")
-
-
-@contextmanager
-def purge_allowed(using=None) -> Iterator[None]:
-    """Lets the current transaction delete events and search terms, until the end of
-    the `with` block. Must run inside transaction.atomic(). The permission is then
-    withdrawn explicitly, so an enclosing transaction (a test's, say) does not keep it.
-    (No savepoint of its own: on SQLite, every page a savepoint touches is copied to a
-    journal first, which made each batch 3-4 times slower.)"""
-    conn = using or connection
-    if not conn.in_atomic_block:
-        raise RuntimeError("purge_allowed() must run inside transaction.atomic()")
-    with conn.cursor() as cursor:
-        if conn.vendor == "postgresql":
-            cursor.execute("SELECT set_config(%s, 'on', true)", [PURGE_SETTING])
-        elif conn.vendor == "sqlite":
-            cursor.execute(f"INSERT OR REPLACE INTO {SQLITE_GUARD_TABLE} (id) VALUES (1)")
-        succeeded = False
-        try:
-            yield
-            succeeded = True
-        finally:
-            try:
-                if conn.vendor == "postgresql":
-                    cursor.execute("SELECT set_config(%s, 'off', true)", [PURGE_SETTING])
-                elif conn.vendor == "sqlite":
-                    cursor.execute(f"DELETE FROM {SQLITE_GUARD_TABLE}")
-            except DatabaseError:
-                # A PostgreSQL transaction that an error aborted runs nothing more until
-                # it is rolled back, which withdraws the permission too. Let the error
-                # that aborted it be the one reported.
-                if succeeded:
-                    raise
-
 
 # The purge.
 
 
+def retention_days(organization: Organization) -> int:
+    """The plan's retention, never less than AUDIT_MIN_RETENTION_DAYS: a plan row edited
+    around the admin's check (raw SQL, a script) cannot shorten it."""
+    return max(organization.plan.retention_days, settings.AUDIT_MIN_RETENTION_DAYS)
+
+
 def retention_cutoff(organization: Organization, now: datetime | None = None) -> datetime:
     """Events that occurred before this moment are past the organization's retention."""
-    return (now or timezone.now()) - timedelta(days=organization.plan.retention_days)
+    return (now or timezone.now()) - timedelta(days=retention_days(organization))
 
 
 @dataclass
@@ -178,6 +52,7 @@ class OrgPurge:
     terms: int = 0
     batches: int = 0
     record_refusal: str = ""  # why the audit_log_purged event was not recorded, if it was not
+    held: int = 0  # expired events left in place: more than AUDIT_PURGE_MAX_SHARE of the log
 
 
 @dataclass
@@ -204,11 +79,17 @@ class PurgeResult:
 BatchCallback = Callable[[OrgPurge], None]
 
 # What the batch reads of each event: enough to derive its search terms and hour.
+_BATCH_COLUMNS = (
+    "id, occurred_at, action_id, actor_type, actor_id, actor_name, actor_email, "
+    "site_name, context, container"
+)
 _BATCH_SELECT = (
-    "SELECT id, occurred_at, action_id, actor_type, actor_id, actor_name, actor_email, "
-    "site_name, context, container FROM audit_event "
+    f"SELECT {_BATCH_COLUMNS} FROM audit_event "
     "WHERE organization_id = %s AND occurred_at < %s ORDER BY occurred_at, id LIMIT %s"
 )
+# PostgreSQL: the owner's function deletes the batch and its hourly counts (audit/guard.py)
+# and returns the rows it deleted.
+_PG_BATCH_PURGE = f"SELECT {_BATCH_COLUMNS} FROM audit_purge_batch(%s, %s, %s)"
 _IN_CHUNK = 500  # ids per DELETE ... IN (...): well under SQLite's parameter limit
 
 
@@ -221,6 +102,7 @@ def audit_log_purge(
     pause: float | None = None,
     deadline: float | None = None,
     on_batch: BatchCallback | None = None,
+    max_share: float | None = None,
 ) -> PurgeResult:
     """Remove, per organization, the events older than its plan's retention with their
     search terms and hourly counts, then the expired export files.
@@ -231,6 +113,11 @@ def audit_log_purge(
     that lost events, when its plan records audit log activity. `deadline` (a
     time.monotonic() value) stops between batches with `complete=False`; what was
     removed so far is recorded. A dry run counts and changes nothing.
+
+    An organization whose expired events are more than `max_share` (default
+    AUDIT_PURGE_MAX_SHARE) of its log, and at least PURGE_HOLD_MIN_EVENTS, is held:
+    nothing is removed, `audit_log_purge_held` is recorded and staff are emailed. An
+    operator releases it with `purge_audit_log --org ID --allow-large`.
     """
     now = now or timezone.now()
     batch_size = batch_size or settings.AUDIT_PURGE_BATCH_SIZE
@@ -239,13 +126,15 @@ def audit_log_purge(
         organizations = Organization.objects.select_related("plan").order_by("pk")
     result = PurgeResult(dry_run=dry_run)
     batches = 0
+    max_share = settings.AUDIT_PURGE_MAX_SHARE if max_share is None else max_share
     for org in organizations:
-        if org.plan.retention_days < 1:
-            # 0 would erase the whole log: read as a slip in the admin, not an order.
-            logger.warning("%s: plan %s keeps 0 days; not purging", org, org.plan)
-            continue
         purge = OrgPurge(org, retention_cutoff(org, now))
         result.orgs.append(purge)
+        purge.held = _too_large(purge, max_share)
+        if purge.held:
+            if not dry_run:
+                _purge_hold(purge, max_share)
+            continue
         if dry_run:
             purge.events = Event.objects.filter(
                 organization=org, occurred_at__lt=purge.cutoff
@@ -286,34 +175,32 @@ def _batch_purge(purge: OrgPurge, batch_size: int) -> int:
     with transaction.atomic(), connection.cursor() as cursor:
         cutoff = connection.ops.adapt_datetimefield_value(purge.cutoff)
         if connection.vendor == "postgresql":
-            # Walk event_org_time in order and stop at batch_size. Without statistics
-            # (after a bulk load, before autovacuum has analyzed the table) the planner
-            # expects a few rows and sorts every expired event of the organization in
-            # each batch instead: a third of the purge's time in the benchmark.
-            cursor.execute("SET LOCAL enable_sort = off")
-        cursor.execute(_BATCH_SELECT, [org_id, cutoff, batch_size])
-        rows = {row[0]: row for row in cursor.fetchall()}
-        if not rows:
-            return 0
-        with purge_allowed():
-            # Delete by id and act on what was really deleted: a second purge running
-            # at the same time must not decrement the counts of the same events twice.
-            deleted = _events_delete(cursor, list(rows))
-            gone = [rows[i] for i in deleted]
-            terms = _terms_delete(cursor, org_id, list(rows.values()), gone)
-            _hourly_counts_subtract(cursor, org_id, gone)
+            cursor.execute(_PG_BATCH_PURGE, [org_id, cutoff, batch_size])
+            # Deleted by id, so a second purge running at the same time gets the rows
+            # the first did not take, and the counts are decremented once.
+            gone = sorted(cursor.fetchall(), key=lambda row: (row[1], row[0]))
+            terms = _terms_delete(cursor, org_id, gone, gone)
+            taken = len(gone)
+        else:
+            cursor.execute(_BATCH_SELECT, [org_id, cutoff, batch_size])
+            rows = {row[0]: row for row in cursor.fetchall()}
+            if not rows:
+                return 0
+            with purge_allowed():
+                deleted = _events_delete(cursor, list(rows))
+                gone = [rows[i] for i in deleted]
+                terms = _terms_delete(cursor, org_id, list(rows.values()), gone)
+                _hourly_counts_subtract(cursor, org_id, gone)
+            taken = len(rows)
     purge.events += len(gone)
     purge.terms += terms
-    purge.batches += 1
-    return len(rows)
+    purge.batches += 1 if gone else 0
+    return taken
 
 
 def _events_delete(cursor, ids: list[int]) -> list[int]:
-    """Deletes the events `ids`; returns those that were there to delete."""
+    """SQLite: deletes the events `ids`; returns those that were there to delete."""
     table = Event._meta.db_table
-    if connection.vendor == "postgresql":
-        cursor.execute(f"DELETE FROM {table} WHERE id = ANY(%s) RETURNING id", [ids])
-        return [r[0] for r in cursor.fetchall()]
     deleted = []
     for start in range(0, len(ids), _IN_CHUNK):
         chunk = ids[start : start + _IN_CHUNK]
@@ -360,20 +247,13 @@ def _terms_delete(cursor, org_id: int, rows: list[tuple], gone: list[tuple]) -> 
     last = (db_time(rows[-1][1]), rows[-1][0])
     table = EventTerm._meta.db_table
     if connection.vendor == "postgresql":
-        # One key range per term, walked by a LATERAL subquery so that the planner
-        # cannot choose to hash all the organization's terms instead. A PostgreSQL
-        # writer may commit an event inside the range after the batch was read; the
-        # event_id filter (kept out of the index condition by "+ 0": as an index key
-        # it would mean one index descent per id) leaves its terms alone.
+        # The owner's function (audit/guard.py) deletes only terms of events now gone.
         cursor.execute(
-            f"DELETE FROM {table} WHERE ctid = ANY(ARRAY("
-            f"SELECT t.ctid FROM unnest(%s::varchar[]) AS k(term) CROSS JOIN LATERAL ("
-            f"SELECT ctid FROM {table} WHERE organization_id = %s AND term = k.term "
-            "AND (occurred_at, event_id) >= (%s::timestamptz, %s) "
-            "AND (occurred_at, event_id) <= (%s::timestamptz, %s) "
-            "AND event_id + 0 = ANY(%s)) AS t))",
-            [sorted(terms), org_id, *first, *last, [row[0] for row in gone]],
+            "SELECT audit_purge_terms(%s, %s::varchar[], %s::timestamptz, %s, "
+            "%s::timestamptz, %s, %s)",
+            [org_id, sorted(terms), *first, *last, [row[0] for row in gone]],
         )
+        deleted = cursor.fetchone()[0]
     else:
         # SQLite: the batch's transaction has held the write lock since it began, so
         # the range holds the batch's events and nothing else.
@@ -382,7 +262,7 @@ def _terms_delete(cursor, org_id: int, rows: list[tuple], gone: list[tuple]) -> 
             "AND (occurred_at, event_id) >= (%s, %s) AND (occurred_at, event_id) <= (%s, %s)",
             [(org_id, term, *first, *last) for term in sorted(terms)],
         )
-    deleted = cursor.rowcount
+        deleted = cursor.rowcount
     if deleted != expected:
         # The terms were derived differently when recorded (services._terms changed?):
         # leftovers point at no event, so search ignores them, but they take space.
@@ -393,7 +273,8 @@ def _terms_delete(cursor, org_id: int, rows: list[tuple], gone: list[tuple]) -> 
 
 
 def _hourly_counts_subtract(cursor, org_id: int, rows: list[tuple]) -> None:
-    """The batch took the organization's oldest events: every hour before the hour of
+    """SQLite (on PostgreSQL audit_purge_batch does the same). The batch took the
+    organization's oldest events: every hour before the hour of
     its newest is now empty, so those hours' counts go whole; that last hour, which
     may keep events, loses what the batch removed from it."""
     if not rows:
@@ -428,6 +309,52 @@ def _hourly_counts_subtract(cursor, org_id: int, rows: list[tuple]) -> None:
         f"UPDATE {totals} SET count = count - %s WHERE organization_id = %s AND hour = %s",
         [removed, org_id, hour],
     )
+
+
+PURGE_HOLD_MIN_EVENTS = 1000  # below this many, a small log empties as its retention says
+
+
+def _too_large(purge: OrgPurge, max_share: float) -> int:
+    """How many events the purge would remove, when that is more than `max_share` of the
+    organization's log (and at least PURGE_HOLD_MIN_EVENTS); else 0. Read from the
+    hourly totals (whole hours before the cutoff's), never by counting events."""
+    totals = EventHourlyTotal.objects.filter(organization=purge.organization)
+    hour = purge.cutoff.replace(minute=0, second=0, microsecond=0)
+    expired = totals.filter(hour__lt=hour).aggregate(n=Sum("count"))["n"] or 0
+    if expired < PURGE_HOLD_MIN_EVENTS:
+        return 0
+    total = totals.aggregate(n=Sum("count"))["n"] or 0
+    return expired if expired > max_share * total else 0
+
+
+def _purge_hold(purge: OrgPurge, max_share: float) -> None:
+    org = purge.organization
+    logger.error(
+        "%s: purge held: %d expired events are more than %.0f%% of the log",
+        org,
+        purge.held,
+        max_share * 100,
+    )
+    recorded = event_record(
+        organization=org,
+        action="audit_log_purge_held",
+        actor=SYSTEM,
+        details={"count": purge.held, "share": f"{max_share:.0%}"},
+    )
+    purge.record_refusal = recorded.reason
+    staff = User.objects.filter(is_superuser=True, is_active=True).values_list("email", flat=True)
+    if staff:
+        send_mail(
+            f"Audit log purge held for {org.name}",
+            f"The retention job did not remove {purge.held:,} expired activities of "
+            f"{org.name} (organization {org.pk}): that is more than {max_share:.0%} of its "
+            "audit log, which it takes for a mistake (a plan or clock changed?) until "
+            "someone checks.\n\nIf the removal is right, run:\n"
+            f"    python manage.py purge_audit_log --org {org.pk} --allow-large\n",
+            None,
+            list(staff),
+            fail_silently=True,
+        )
 
 
 def _purge_record(purge: OrgPurge) -> None:

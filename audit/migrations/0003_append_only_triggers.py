@@ -6,13 +6,13 @@ from django.db import migrations
 
 
 def install(apps, schema_editor):
-    from audit.retention import append_only_install
+    from audit.guard import append_only_install
 
     append_only_install(schema_editor)
 
 
 def uninstall(apps, schema_editor):
-    from audit.retention import append_only_uninstall
+    from audit.guard import append_only_uninstall
 
     append_only_uninstall(schema_editor)
 

@@ -22,7 +22,7 @@ CREATE = (
 def rebuild(schema_editor, options: str) -> None:
     """Copies the terms into a new table made with `options`, in key order; the old
     table goes with its triggers, which the guard then reinstalls."""
-    from audit.retention import append_only_install
+    from audit.guard import append_only_install
 
     if schema_editor.connection.vendor != "sqlite":
         return

@@ -1,13 +1,16 @@
 """Adds the hardening actions to the catalogue (lockouts, password resets, plan
-entitlement changes, held purges)."""
-
-from importlib import import_module
+entitlement changes, held purges). The catalogue is guarded from migration 0003 on:
+audit.guard.catalogue_sync opens the guard for this migration's transaction."""
 
 from django.db import migrations
 
-sync_catalogue = import_module("audit.migrations.0002_catalogue").sync_catalogue
+
+def sync(apps, schema_editor):
+    from audit.guard import catalogue_sync
+
+    catalogue_sync(apps, schema_editor)
 
 
 class Migration(migrations.Migration):
     dependencies = [("audit", "0006_eventterm_without_rowid")]
-    operations = [migrations.RunPython(sync_catalogue, migrations.RunPython.noop)]
+    operations = [migrations.RunPython(sync, migrations.RunPython.noop)]

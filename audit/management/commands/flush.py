@@ -1,20 +1,27 @@
-"""Django's `flush`, let through the append-only guard.
+"""Django's `flush`, refused outside the test suite.
 
-`flush` empties every table (Django's TransactionTestCase runs it after each test). The
-database refuses DELETE and TRUNCATE on the audit events outside the retention job
-(audit/retention.py), so this runs Django's command inside a transaction that the
-guard lets through, exactly as the retention job's batches are let through."""
+`flush` empties every table. The audit log is append-only, so outside tests this
+command refuses before touching anything. Under pytest (Django's TransactionTestCase
+runs flush after each test) it runs Django's command inside the append-only guard,
+which on PostgreSQL opens only for the tables' owner (audit/guard.py)."""
 
+from django.conf import settings
+from django.core.management.base import CommandError
 from django.core.management.commands import flush
 from django.db import connections, transaction
 
-from audit.retention import purge_allowed
+from audit.guard import purge_allowed
 
 
 class Command(flush.Command):
-    help = flush.Command.help + " Audit events included (the append-only guard allows it)."
+    help = "Refused: the audit log is append-only (the test suite alone may flush)."
 
     def handle(self, **options):
+        if not settings.TESTING:
+            raise CommandError(
+                "flush would erase the audit log, which is append-only: refused. "
+                "Events leave only through the retention job (purge_audit_log)."
+            )
         connection = connections[options["database"]]
         with transaction.atomic(using=connection.alias), purge_allowed(connection):
             super().handle(**options)
