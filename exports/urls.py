@@ -1,19 +1,21 @@
 from django.urls import path
 
+from orgs import converters  # noqa: F401  (registers <id:...>)
+
 from . import views
 
 app_name = "exports"
 urlpatterns = [
-    path("o/<int:org_id>/audit-log/exports/", views.export_list, name="export-list"),
-    path("o/<int:org_id>/audit-log/exports/new/", views.export_new, name="export-new"),
-    path("o/<int:org_id>/audit-log/exports/create/", views.export_create, name="export-create"),
+    path("o/<id:org_id>/audit-log/exports/", views.export_list, name="export-list"),
+    path("o/<id:org_id>/audit-log/exports/new/", views.export_new, name="export-new"),
+    path("o/<id:org_id>/audit-log/exports/create/", views.export_create, name="export-create"),
     path(
-        "o/<int:org_id>/audit-log/exports/<int:export_id>/download/",
+        "o/<id:org_id>/audit-log/exports/<id:export_id>/download/",
         views.export_download,
         name="export-download",
     ),
     path(
-        "o/<int:org_id>/audit-log/exports/<int:export_id>/again/",
+        "o/<id:org_id>/audit-log/exports/<id:export_id>/again/",
         views.export_again,
         name="export-again",
     ),
