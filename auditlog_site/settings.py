@@ -63,6 +63,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "auditlog_site.middleware.ContentSecurityPolicyMiddleware",
 ]
 
 ROOT_URLCONF = "auditlog_site.urls"
@@ -241,3 +242,9 @@ LOGGING = {
 }
 # Behind a reverse proxy that sets X-Forwarded-For, record the client's address from it.
 USE_X_FORWARDED_FOR = envbool("USE_X_FORWARDED_FOR")
+# Sent on every HTML response (auditlog_site.middleware): nothing inline, nothing from
+# another origin, no framing. Templates keep scripts and styles in static/.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'"
+)

@@ -69,8 +69,13 @@ def page(browser, live_server, settings):
     )
     page = context.new_page()
     page.set_default_timeout(15_000)
+    # The browser enforces the Content-Security-Policy: whatever it refuses (an inline
+    # script or style slipped into a template) is a failure, not a silent breakage.
+    refused: list[str] = []
+    page.on("console", lambda m: "Content Security Policy" in m.text and refused.append(m.text))
     yield page
     context.close()
+    assert not refused, refused
 
 
 def screenshot(page, name: str) -> Path:
