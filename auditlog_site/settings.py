@@ -3,6 +3,7 @@
 import os
 import sys
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -49,6 +50,7 @@ INSTALLED_APPS = [
     "django_filters",
     "django_tables2",
     "django_q",
+    "axes",
     "orgs",
     "audit",
     "exports",
@@ -64,6 +66,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "auditlog_site.middleware.ContentSecurityPolicyMiddleware",
+    # Last: turns a sign-in that axes refused into the sign-in page with the lockout.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "auditlog_site.urls"
@@ -129,6 +133,42 @@ AUTH_USER_MODEL = "orgs.User"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "orgs:org-picker"
 LOGOUT_REDIRECT_URL = "login"
+# The lockout check first (orgs.backends.LockoutBackend, django-axes); then email and
+# password, the email in any case (orgs.models.UserManager.get_by_natural_key).
+AUTHENTICATION_BACKENDS = [
+    "orgs.backends.LockoutBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+
+# Sign-in throttling (django-axes, README "Sign-in protection"): after AXES_FAILURE_LIMIT
+# wrong passwords for one account from one address, that account is refused from that
+# address for AXES_COOLOFF_MINUTES, the right password included. Attempts are counted
+# in the database, so every gunicorn worker sees them; tests start with none (each
+# test's transaction). Attempts while locked out neither count nor extend the lockout.
+AXES_ENABLED = envbool("AXES_ENABLED", "True")
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_FAILURE_LIMIT = envint("AXES_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=envint("AXES_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_RESET_ON_SUCCESS = True
+AXES_USERNAME_FORM_FIELD = "username"
+AXES_USERNAME_CALLABLE = "orgs.backends.axes_username"  # ADMIN@ and admin@: one account
+AXES_LOCKOUT_CALLABLE = "orgs.views.sign_in_locked_out"
+AXES_DISABLE_ACCESS_LOG = True  # successful sign-ins are in the audit log already
+AXES_VERBOSE = False
+# The client's address: as many trusted proxies as for the rest of the app.
+AXES_IPWARE_PROXY_COUNT = envint("TRUSTED_PROXY_COUNT", 0)
+AXES_IPWARE_META_PRECEDENCE_ORDER = (
+    ("HTTP_X_FORWARDED_FOR", "REMOTE_ADDR") if AXES_IPWARE_PROXY_COUNT > 0 else ("REMOTE_ADDR",)
+)
+
+# Password reset by email (django.contrib.auth's views, orgs/views.py): the emailed
+# link works for PASSWORD_RESET_TIMEOUT seconds; at most PASSWORD_RESET_MAX_PER_EMAIL
+# requests per email and PASSWORD_RESET_MAX_PER_IP per address in an hour.
+PASSWORD_RESET_TIMEOUT = envint("PASSWORD_RESET_TIMEOUT", 60 * 60)
+PASSWORD_RESET_MAX_PER_EMAIL = envint("PASSWORD_RESET_MAX_PER_EMAIL", 3)
+PASSWORD_RESET_MAX_PER_IP = envint("PASSWORD_RESET_MAX_PER_IP", 10)
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -238,7 +278,8 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.getenv("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    # axes: each failure and lockout (WARNING), not every successful sign-in (INFO).
+    "loggers": {"django.db.backends": {"level": "INFO"}, "axes": {"level": "WARNING"}},
 }
 # Behind a reverse proxy that sets X-Forwarded-For, record the client's address from it.
 USE_X_FORWARDED_FOR = envbool("USE_X_FORWARDED_FOR")

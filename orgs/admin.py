@@ -3,6 +3,8 @@ audit-relevant state (plan, memberships and roles, activity settings, sites, pro
 verified domains) is recorded through audit.services like any other activity, with
 the staff user as the actor and the request's IP address and user agent."""
 
+from axes import admin as axes_admin
+from axes.models import AccessAttempt
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.core.exceptions import PermissionDenied
@@ -18,7 +20,9 @@ from audit.services import (
     user_item,
 )
 
+from .forms import UserChangeForm, UserCreationForm
 from .models import Group, Membership, Organization, Plan, Product, Site, User, VerifiedDomain
+from .services import sign_in_unlock_record
 
 ROLE_LABELS = dict(Membership.Role.choices)
 
@@ -110,6 +114,8 @@ class DeletionsRecordedMixin:
 
 @admin.register(User)
 class UserAdmin(BaseUserAdmin):
+    form = UserChangeForm
+    add_form = UserCreationForm
     ordering = ["email"]
     list_display = ["email", "name", "is_staff", "is_active", "date_joined"]
     list_filter = ["is_staff", "is_superuser", "is_active"]
@@ -375,3 +381,19 @@ class GroupAdmin(admin.ModelAdmin):
     @admin.display(description="members")
     def member_count(self, obj: Group) -> int:
         return obj.members.count()
+
+
+# Sign-in lockouts (django-axes). Deleting the failed-attempt rows that lock an account
+# out is how staff unlock it; each unlock is recorded in the account's organizations.
+admin.site.unregister(AccessAttempt)
+
+
+@admin.register(AccessAttempt)
+class AccessAttemptAdmin(axes_admin.AccessAttemptAdmin):
+    def delete_model(self, request, obj):
+        sign_in_unlock_record(attempts=[obj], request=request)
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        sign_in_unlock_record(attempts=list(queryset), request=request)
+        super().delete_queryset(request, queryset)

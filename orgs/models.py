@@ -2,18 +2,34 @@ from zoneinfo import available_timezones
 
 from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
 from django.db import models
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 TIME_ZONE_CHOICES = [(tz, tz) for tz in sorted(available_timezones())]
 
 
+EMAIL_TAKEN = "An account with this email already exists"
+
+
+def email_normalize(email: str) -> str:
+    """The one form an email is stored and looked up in: stripped, lower-case. Mail
+    servers treat the local part as case-sensitive in theory; no provider does, and
+    two accounts for Admin@ and admin@ would be the same person's."""
+    return (email or "").strip().lower()
+
+
 class UserManager(BaseUserManager):
     use_in_migrations = True
 
+    def get_by_natural_key(self, username: str):
+        # Signing in (ModelBackend), createsuperuser and the admin find an account in
+        # any case. LOWER(email) = ... rather than iexact: it is the unique index below.
+        return self.alias(email_lower=Lower("email")).get(email_lower=email_normalize(username))
+
     def _create_user(self, email: str, password: str | None, **extra):
-        if not email:
+        if not email_normalize(email):
             raise ValueError("An email address is required")
-        user = self.model(email=self.normalize_email(email).lower(), **extra)
+        user = self.model(email=email_normalize(email), **extra)
         user.set_password(password)
         user.save(using=self._db)
         return user
@@ -47,9 +63,18 @@ class User(AbstractBaseUser, PermissionsMixin):
 
     class Meta:
         ordering = ["email"]
+        constraints = [
+            models.UniqueConstraint(
+                Lower("email"), name="user_email_ci_unique", violation_error_message=EMAIL_TAKEN
+            )
+        ]
 
     def __str__(self) -> str:
         return self.email
+
+    def clean(self) -> None:
+        super().clean()
+        self.email = email_normalize(self.email)
 
     @property
     def display_name(self) -> str:
@@ -214,3 +239,22 @@ class Group(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class PasswordResetRequest(models.Model):
+    """A password reset request that was let through, counted by the throttle (per
+    email, per address) across every web worker. Rows older than the window go."""
+
+    email = models.CharField(max_length=254)
+    ip = models.GenericIPAddressField(null=True, blank=True)
+    requested_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["email", "requested_at"], name="pwreset_email_time"),
+            models.Index(fields=["ip", "requested_at"], name="pwreset_ip_time"),
+            models.Index(fields=["requested_at"], name="pwreset_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.email} from {self.ip} at {self.requested_at:%Y-%m-%d %H:%M}"

@@ -1,10 +1,24 @@
+from django.conf import settings
 from django.contrib import messages
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import AuthenticationForm
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
 
+from audit.services import request_meta
+
 from .access import admin_orgs
+from .backends import axes_username
 from .forms import AccountForm
+from .services import (
+    password_changed_record,
+    password_reset_allowed,
+    password_reset_request_record,
+    sign_in_lockout_minutes_left,
+)
+
+PASSWORD_RESET_OVER_LIMIT = "Too many password reset requests. Try again in an hour."
 
 
 @login_required
@@ -27,3 +41,48 @@ def account(request):
         messages.success(request, f"Times are now shown in {form.cleaned_data['time_zone']}.")
         return redirect("orgs:account")
     return render(request, "orgs/account.html", {"form": form}, status=400 if form.errors else 200)
+
+
+# Sign-in lockout (AXES_LOCKOUT_CALLABLE) and the password views of django.contrib.auth,
+# each with what it records.
+
+
+def sign_in_locked_out(request, original_response=None, credentials=None):
+    """The sign-in page, saying why and for how long, when axes refuses a sign-in."""
+    username = axes_username(request, credentials)
+    minutes = sign_in_lockout_minutes_left(username=username, ip=request.axes_ip_address)
+    locked_out = (
+        "Too many failed sign-ins for this account from your address. "
+        f"Try again in {minutes} minute{'' if minutes == 1 else 's'}."
+    )
+    form = AuthenticationForm(request, initial={"username": username or ""})
+    context = {"form": form, "locked_out": locked_out}
+    return render(request, "registration/login.html", context, status=429)
+
+
+class PasswordResetView(auth_views.PasswordResetView):
+    """Mails a reset link when the email names an account, within the per-email and
+    per-address limits; the page says the same whether or not it does."""
+
+    def form_valid(self, form):
+        email, ip = form.cleaned_data["email"], request_meta(self.request)["ip"]
+        if not password_reset_allowed(email=email, ip=ip):
+            form.add_error(None, PASSWORD_RESET_OVER_LIMIT)
+            return self.render_to_response(self.get_context_data(form=form), status=429)
+        password_reset_request_record(email=email, request=self.request)
+        self.extra_email_context = {"site_url": settings.SITE_URL}  # links like exports'
+        return super().form_valid(form)
+
+
+class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
+    def form_valid(self, form):
+        response = super().form_valid(form)
+        password_changed_record(user=form.user, request=self.request)
+        return response
+
+
+class PasswordChangeView(auth_views.PasswordChangeView):
+    def form_valid(self, form):
+        response = super().form_valid(form)
+        password_changed_record(user=form.user, request=self.request)
+        return response
