@@ -128,6 +128,7 @@ CREATE OR REPLACE FUNCTION audit_purge_batch(p_org bigint, p_cutoff timestamptz,
 RETURNS SETOF audit_event
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, public SET enable_sort = off SET "TimeZone" = 'UTC'
+SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
     gone audit_event[];
@@ -179,6 +180,7 @@ CREATE OR REPLACE FUNCTION audit_purge_terms(
     p_last_at timestamptz, p_last_id bigint, p_ids bigint[])
 RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public
+SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
     deleted bigint;

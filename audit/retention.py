@@ -6,7 +6,6 @@ PostgreSQL through the owner's SECURITY DEFINER functions, which never remove an
 younger than AUDIT_MIN_RETENTION_DAYS; on SQLite inside `purge_allowed()`.
 """
 
-import importlib
 import json
 import logging
 import time
@@ -60,7 +59,6 @@ class PurgeResult:
     dry_run: bool
     orgs: list[OrgPurge] = field(default_factory=list)
     complete: bool = True  # False when the deadline stopped it with work left
-    export_files: int | None = None  # expired export files deleted; None: not run
 
     @property
     def events(self) -> int:
@@ -71,7 +69,6 @@ class PurgeResult:
             "dry_run": self.dry_run,
             "complete": self.complete,
             "events": self.events,
-            "export_files": self.export_files,
             "orgs": {o.organization.pk: o.events for o in self.orgs if o.events},
         }
 
@@ -105,7 +102,8 @@ def audit_log_purge(
     max_share: float | None = None,
 ) -> PurgeResult:
     """Remove, per organization, the events older than its plan's retention with their
-    search terms and hourly counts, then the expired export files.
+    search terms and hourly counts. (Expired export files are the exports app's own
+    hourly job: audit never reaches into exports.)
 
     Each batch of AUDIT_PURGE_BATCH_SIZE oldest events is one short transaction,
     followed by a pause of AUDIT_PURGE_PAUSE seconds, so the audit log page and
@@ -159,8 +157,6 @@ def audit_log_purge(
             _purge_record(purge)
         if not result.complete:
             break
-    if not dry_run and result.complete:
-        result.export_files = _export_files_purge()
     return result
 
 
@@ -372,20 +368,3 @@ def _purge_record(purge: OrgPurge) -> None:
         purge.cutoff.isoformat(),
         f" (not recorded: {recorded.reason})" if recorded.reason else "",
     )
-
-
-def _export_files_purge() -> int | None:
-    """Deletes expired export files through the exports app, when it offers
-    `exports.services.export_files_purge_expired()`; None when it does not (yet)."""
-    try:
-        module = importlib.import_module("exports.services")
-    except ModuleNotFoundError as exc:
-        if exc.name != "exports.services":
-            raise
-        return None
-    purge = getattr(module, "export_files_purge_expired", None)
-    if purge is None:
-        logger.warning("exports.services has no export_files_purge_expired(): files kept")
-        return None
-    removed = purge()
-    return removed if isinstance(removed, int) else None

@@ -159,9 +159,7 @@ def test_a_plan_keeping_zero_days_is_not_read_as_erase_everything(org):
     assert purge().events == 0 and ids(org) == {kept.pk}  # AUDIT_MIN_RETENTION_DAYS holds
 
 
-def test_a_dry_run_counts_and_changes_nothing(org, admin, carol, monkeypatch):
-    calls = []
-    monkeypatch.setattr("exports.services.export_files_purge_expired", lambda: calls.append(1) or 0)
+def test_a_dry_run_counts_and_changes_nothing(org, admin, carol):
     kwargs = {"actor": Actor.for_user(admin), "context": [user_item(carol)]}
     for days in (181, 182):
         record(org, NOW - timedelta(days=days), **kwargs)
@@ -169,7 +167,7 @@ def test_a_dry_run_counts_and_changes_nothing(org, admin, carol, monkeypatch):
     result = purge(dry_run=True)
     assert result.dry_run and result.events == 2
     after = (Event.objects.count(), EventTerm.objects.count(), EventHourlyCount.objects.count())
-    assert after == before and calls == []
+    assert after == before
 
 
 def test_the_command_purges_and_its_dry_run_only_tells(org, capsys):
@@ -182,13 +180,6 @@ def test_the_command_purges_and_its_dry_run_only_tells(org, capsys):
     out = capsys.readouterr().out
     assert "Acme: removed 1 events" in out and "Removed 1 events in" in out
     assert ids(org) == set()
-
-
-def test_the_job_deletes_expired_export_files_through_the_exports_app(org, monkeypatch):
-    monkeypatch.setattr("exports.services.export_files_purge_expired", lambda: 2)
-    assert purge().export_files == 2
-    monkeypatch.delattr("exports.services.export_files_purge_expired")
-    assert purge().export_files is None
 
 
 def test_a_deadline_stops_between_batches_and_a_run_always_makes_progress(org):

@@ -9,7 +9,7 @@ from orgs.models import Organization
 class Command(BaseCommand):
     help = (
         "Remove events older than each organization's plan retention, with their search "
-        "terms, and expired export files: what the daily job does."
+        "terms and hourly counts: what the daily job does."
     )
 
     def add_arguments(self, parser):
@@ -68,13 +68,7 @@ class Command(BaseCommand):
                 )
         self.stdout.write(f"{verb} {result.events:,} events in {len(result.orgs)} organizations.")
         if dry_run:
-            self.stdout.write(
-                "Dry run: nothing was changed; expired export files were not looked at."
-            )
-        elif result.export_files is None:
-            self.stdout.write("Expired export files: not handled (exports app has no cleanup).")
-        else:
-            self.stdout.write(f"Deleted {result.export_files:,} expired export files.")
+            self.stdout.write("Dry run: nothing was changed.")
 
     def _progress(self, purge: OrgPurge) -> None:
         self.stdout.write(f"  {purge.organization}: {purge.events:,} so far")
