@@ -263,6 +263,15 @@ AUDIT_RECORD_BATCH_SIZE = envint("AUDIT_RECORD_BATCH_SIZE", 2000)
 # transaction each, pausing between them so recording and the page go on meanwhile.
 AUDIT_PURGE_BATCH_SIZE = envint("AUDIT_PURGE_BATCH_SIZE", 1000)
 AUDIT_PURGE_PAUSE = float(os.getenv("AUDIT_PURGE_PAUSE", "0.02"))
+# No plan keeps events for less than this: the admin refuses it, the purge never goes
+# below it, and on PostgreSQL the owner's purge function enforces it too.
+AUDIT_MIN_RETENTION_DAYS = envint("AUDIT_MIN_RETENTION_DAYS", 180)
+# A purge that would remove more than this share of an organization's events in one run
+# is held (recorded, staff emailed) until an operator releases it.
+AUDIT_PURGE_MAX_SHARE = float(os.getenv("AUDIT_PURGE_MAX_SHARE", "0.25"))
+# PostgreSQL: the role the web and worker processes connect as (README, "Database
+# roles"); migrations, run as the tables' owner, grant it only what it needs.
+DATABASE_APP_ROLE = os.getenv("DATABASE_APP_ROLE", "")
 
 # Exports: at most this many activities per file; the download link lasts this long.
 EXPORT_MAX_ROWS = envint("EXPORT_MAX_ROWS", 10_000)
@@ -281,8 +290,12 @@ LOGGING = {
     # axes: each failure and lockout (WARNING), not every successful sign-in (INFO).
     "loggers": {"django.db.backends": {"level": "INFO"}, "axes": {"level": "WARNING"}},
 }
-# Behind a reverse proxy that sets X-Forwarded-For, record the client's address from it.
-USE_X_FORWARDED_FOR = envbool("USE_X_FORWARDED_FOR")
+# How many reverse proxies stand between the client and the app. 0: the client's
+# address is the socket's (REMOTE_ADDR) and X-Forwarded-For is ignored. N: the address
+# N hops from the right of X-Forwarded-For (audit.services.client_ip; django-axes too).
+TRUSTED_PROXY_COUNT = envint("TRUSTED_PROXY_COUNT", 0)
+if TRUSTED_PROXY_COUNT < 0:
+    raise ImproperlyConfigured("TRUSTED_PROXY_COUNT must be 0 or more")
 # Sent on every HTML response (auditlog_site.middleware): nothing inline, nothing from
 # another origin, no framing. Templates keep scripts and styles in static/.
 CONTENT_SECURITY_POLICY = (

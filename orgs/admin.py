@@ -5,6 +5,7 @@ the staff user as the actor and the request's IP address and user agent."""
 
 from axes import admin as axes_admin
 from axes.models import AccessAttempt
+from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.core.exceptions import PermissionDenied
@@ -22,6 +23,11 @@ from audit.services import (
 
 from .forms import UserChangeForm, UserCreationForm
 from .models import Group, Membership, Organization, Plan, Product, Site, User, VerifiedDomain
+from .plan_services import (
+    organization_plan_change_record,
+    plan_retention_refusal,
+    plan_update_record,
+)
 from .services import sign_in_unlock_record
 
 ROLE_LABELS = dict(Membership.Role.choices)
@@ -146,8 +152,24 @@ class UserAdmin(BaseUserAdmin):
         super().delete_queryset(request, queryset)
 
 
+class PlanForm(forms.ModelForm):
+    class Meta:
+        model = Plan
+        fields = "__all__"
+
+    def clean_retention_days(self):
+        days = self.cleaned_data["retention_days"]
+        if refusal := plan_retention_refusal(days):
+            raise forms.ValidationError(refusal)
+        return days
+
+
 @admin.register(Plan)
 class PlanAdmin(admin.ModelAdmin):
+    """Entitlements and retention apply to every organization on the plan: each change
+    is recorded in each of them (orgs.services.plan_update_record)."""
+
+    form = PlanForm
     list_display = [
         "name",
         "key",
@@ -161,6 +183,17 @@ class PlanAdmin(admin.ModelAdmin):
         "retention_days",
     ]
     readonly_fields = ["key"]
+
+    def save_model(self, request, obj, form, change):
+        before = Plan.objects.get(pk=obj.pk) if change else None
+        super().save_model(request, obj, form, change)
+        if before is not None:
+            plan_update_record(
+                before=before, after=obj, actor_user=request.user, **request_meta(request)
+            )
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # organizations are on it (PROTECT); a plan goes out of use instead
 
 
 class MembershipInline(admin.TabularInline):
@@ -225,23 +258,10 @@ class OrganizationAdmin(admin.ModelAdmin):
         old_plan = obj.__class__.objects.get(pk=obj.pk).plan if change else None
         super().save_model(request, obj, form, change)
         if old_plan is not None and old_plan.pk != obj.plan_id:
-            self._record_plan_change(request, obj, old_plan)
-
-    @staticmethod
-    def _record_plan_change(request, org: Organization, old_plan: Plan) -> None:
-        # Recorded under the rules of whichever plan keeps it: the new plan's when it
-        # records organization activity, else the old one's. So a downgrade to a plan
-        # without an audit log is still the last event of the log it ends, and an
-        # upgrade is the first event of the log it starts.
-        ruling = org
-        if not (org.plan.audit_log and org.plan.admin_activity):
-            ruling = Organization(pk=org.pk, name=org.name, plan=old_plan)
-        _record(
-            request,
-            ruling,
-            "org_plan_changed",
-            details={"old": old_plan.name, "new": org.plan.name},
-        )
+            organization_plan_change_record(
+                organization=obj, old_plan=old_plan, actor_user=request.user,
+                **request_meta(request),
+            )
 
     def save_formset(self, request, form, formset, change):
         if formset.model is Membership:
