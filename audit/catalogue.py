@@ -90,6 +90,16 @@ CATEGORY_BY_KEY = {c.key: c for c in CATEGORIES}
 CONTENT_TYPES = frozenset({"page", "blogpost", "issue", "comment", "attachment"})
 # Context item types whose names are exact search terms.
 SEARCHABLE_TYPES = frozenset({"user", "group", "site"})
+# The `details` an activity's message shows that are search terms too, by action. The
+# rule: a {old} / {new} value is a term when it is what a context item of a searchable
+# type would be (an email, or the name of a user, group or site) and the event's
+# context does not already hold it: the address an email change left and the one it
+# took, the name a group had before a rename. Roles, plans, settings, Stored / Not
+# stored and counts are not. The retention purge derives the same terms from the row.
+SEARCHABLE_DETAILS: dict[str, tuple[str, ...]] = {
+    "user_email_changed": ("old", "new"),
+    "group_renamed": ("old",),
+}
 
 
 @dataclass(frozen=True)

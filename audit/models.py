@@ -83,6 +83,7 @@ class Event(models.Model):
         API_TOKEN = "api_token", "API token"
         PRODUCT = "product", "Product"
         SYSTEM = "system", "System"
+        ANONYMOUS = "anonymous", "Anonymous"  # not signed in: a failed sign-in, a lockout
 
     id = models.BigAutoField(primary_key=True)
     organization = models.ForeignKey(

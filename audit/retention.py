@@ -24,7 +24,7 @@ from orgs.models import Organization, User
 
 from .guard import purge_allowed
 from .models import Event, EventHourlyCount, EventHourlyTotal, EventTerm
-from .services import SYSTEM, Actor, _terms, event_record
+from .services import SYSTEM, Actor, _activities, _terms, activity_cache_clear, event_record
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ BatchCallback = Callable[[OrgPurge], None]
 # What the batch reads of each event: enough to derive its search terms and hour.
 _BATCH_COLUMNS = (
     "id, occurred_at, action_id, actor_type, actor_id, actor_name, actor_email, "
-    "site_name, context, container"
+    "site_name, context, container, details"
 )
 _BATCH_SELECT = (
     f"SELECT {_BATCH_COLUMNS} FROM audit_event "
@@ -220,6 +220,15 @@ def _json(value):
     return json.loads(value) if isinstance(value, str) else (value or [])
 
 
+def _action_keys(action_ids: set[int]) -> dict[int, str]:
+    """Activity keys by id (some of an event's details are search terms, by action)."""
+    keys = {activity.pk: key for key, activity in _activities().items()}
+    if not action_ids <= keys.keys():  # an activity added since the cache was read
+        activity_cache_clear()
+        keys = {activity.pk: key for key, activity in _activities().items()}
+    return keys
+
+
 def _terms_delete(cursor, org_id: int, rows: list[tuple], gone: list[tuple]) -> int:
     """Deletes the search terms of `gone`, the events of the batch `rows` that were
     deleted, and nothing else.
@@ -232,9 +241,11 @@ def _terms_delete(cursor, org_id: int, rows: list[tuple], gone: list[tuple]) -> 
     db_time = _db_time_adapter()
     expected = 0
     terms: set[str] = set()
-    for _, _, _, a_type, a_id, a_name, a_email, site, context, container in gone:
+    keys = _action_keys({row[2] for row in gone})
+    for _, _, action_id, a_type, a_id, a_name, a_email, site, context, container, details in gone:
         actor = Actor(type=a_type, id=a_id, name=a_name, email=a_email)
-        derived = _terms(actor, site, [*_json(context), *_json(container)])
+        items = [*_json(context), *_json(container)]
+        derived = _terms(actor, site, items, keys.get(action_id, ""), _json(details))
         expected += len(derived)
         terms |= derived
     if not terms:

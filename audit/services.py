@@ -7,6 +7,7 @@ setting for user-created content, copy names into the row, render the message, f
 the exact-term search index and the hourly counts, and stamp the recorded time.
 """
 
+import ipaddress
 import json
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -19,10 +20,11 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.http import HttpRequest
 from django.utils import timezone
+from ipware import get_client_ip
 
 from orgs.models import Organization, Plan, Product, Site, User
 
-from .catalogue import CATEGORY_BY_KEY, CONTENT_TYPES, SEARCHABLE_TYPES
+from .catalogue import CATEGORY_BY_KEY, CONTENT_TYPES, SEARCHABLE_DETAILS, SEARCHABLE_TYPES
 from .models import (
     Activity,
     ActivitySetting,
@@ -60,6 +62,8 @@ class Actor:
 
 
 SYSTEM = Actor()
+# Whoever failed to sign in is unknown: the account the attempt named is the context.
+ANONYMOUS = Actor(Event.ActorType.ANONYMOUS, "", "Anonymous", "")
 
 
 @dataclass(frozen=True)
@@ -168,7 +172,24 @@ def normalize_term(value: str) -> str:
     return value.strip().lower()
 
 
-def _terms(actor: Actor, site_name: str, items: Iterable[Mapping]) -> set[str]:
+def _detail_terms(action: str, details: Mapping[str, object] | None) -> list[str]:
+    """The values of `details` that are search terms: those SEARCHABLE_DETAILS names
+    for `action` (emails, names of users, groups, sites), when they are text."""
+    keys = SEARCHABLE_DETAILS.get(action)
+    if not keys or not details:
+        return []
+    return [value for key in keys if isinstance(value := details.get(key), str)]
+
+
+def _terms(
+    actor: Actor,
+    site_name: str,
+    items: Iterable[Mapping],
+    action: str = "",
+    details: Mapping[str, object] | None = None,
+) -> set[str]:
+    """An event's search terms from its stored columns; the recorder derives the same
+    set (the retention purge relies on it to find each event's terms)."""
     values = []
     if actor.type == Event.ActorType.USER:
         values += [actor.name, actor.email]
@@ -176,6 +197,7 @@ def _terms(actor: Actor, site_name: str, items: Iterable[Mapping]) -> set[str]:
     for it in items:
         if it.get("type") in SEARCHABLE_TYPES:
             values += [it.get("name") or "", it.get("email") or ""]
+    values += _detail_terms(action, details)
     terms = {normalize_term(v) for v in values if v}
     return {t for t in terms if t and len(t) <= MAX_TERM_LENGTH}
 
@@ -277,10 +299,12 @@ class _Recorder:
     per (action, product), each product's and actor's derived values and each
     normalized search term are worked out once: a batch repeats them constantly."""
 
-    def __init__(self, organization: Organization, *, single: bool = False):
+    def __init__(
+        self, organization: Organization, *, single: bool = False, plan: Plan | None = None
+    ):
         self.organization = organization
         self.org_id = organization.pk
-        self.plan = organization.plan
+        self.plan = plan or organization.plan
         # Product ids whose user-created content is Not stored. A batch reads them
         # once; event_record reads its one product's setting, and only when the
         # event carries content the setting could drop (None: not read yet).
@@ -445,7 +469,7 @@ class _Recorder:
             product=derived[2] if derived is not None else "a product",
             site=site_name or "a site",
         )
-        ip = spec.ip
+        ip = ip_valid(spec.ip)
         if ip:
             values["ip"] = ip
         terms = set(actor_terms)
@@ -463,6 +487,9 @@ class _Recorder:
         if details:
             for key, value in details.items():
                 values[key] = str(value)
+            for value in _detail_terms(action, details):
+                if term := self._term(value):
+                    terms.add(term)
             details = dict(details)
             details_json = _json_text(details)
         else:
@@ -487,7 +514,7 @@ class _Recorder:
             _json_text(container) if container else "[]",
             content[:500],
             details_json,
-            ip or None,
+            ip,
             (spec.user_agent or "")[:500],
             location.country,
             location.region,
@@ -699,6 +726,7 @@ def event_record(
     ip: str | None = None,
     user_agent: str = "",
     location: Location | None = None,
+    plan: Plan | None = None,
 ) -> RecordResult:
     """Record one activity of `organization`.
 
@@ -706,6 +734,8 @@ def event_record(
     items (types: user, group, site, page, issue, space, token, policy, ...). `details`
     fills the message's other fields (old, new, setting, count, ...) and is kept on the
     event. Returns the event, or no event and the reason the plan does not record it.
+    `plan` rules instead of the organization's current one (a plan change is recorded
+    under whichever of the old and new plans keeps a log).
     """
     spec = EventSpec(
         action=action,
@@ -720,7 +750,7 @@ def event_record(
         user_agent=user_agent,
         location=location,
     )
-    recorder = _Recorder(organization, single=True)
+    recorder = _Recorder(organization, single=True, plan=plan)
     built = recorder.build(spec)
     if isinstance(built, str):
         return RecordResult(None, built)
@@ -761,13 +791,40 @@ def _record_batch(organization: Organization, specs: Iterable[EventSpec], size: 
     return BatchResult(event_ids, skipped)
 
 
+def ip_valid(value: object) -> str | None:
+    """`value` as a normalized IP address, or None when it is not one: whatever a
+    caller passes (a header, a stored export request), the column never gets text
+    that PostgreSQL's inet type would refuse."""
+    if not value:
+        return None
+    try:
+        address = ipaddress.ip_address(str(value).strip())
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.scope_id:
+        address = ipaddress.IPv6Address(int(address))  # inet has no zone ("%eth0")
+    return str(address)
+
+
+def client_ip(request: HttpRequest) -> str | None:
+    """The one place the client's address is read from a request.
+
+    TRUSTED_PROXY_COUNT = 0: the socket's address (REMOTE_ADDR); X-Forwarded-For and the
+    like are ignored, since any client can send them. N > 0: the address N hops from
+    the right of X-Forwarded-For, which must list exactly N + 1 valid addresses (the
+    ipware proxy_count rule, strict, as django-axes is configured); anything else
+    gives no address."""
+    proxies = settings.TRUSTED_PROXY_COUNT
+    header = "HTTP_X_FORWARDED_FOR" if proxies else "REMOTE_ADDR"
+    ip, _routable = get_client_ip(
+        request, proxy_count=proxies, request_header_order=[header], strict=True
+    )
+    return ip_valid(ip)
+
+
 def request_meta(request: HttpRequest) -> dict:
     """The IP address and user agent to record for an action taken in `request`."""
-    ip = request.META.get("REMOTE_ADDR") or None
-    if settings.USE_X_FORWARDED_FOR:
-        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
-        ip = forwarded.split(",")[0].strip() or ip
-    return {"ip": ip, "user_agent": request.META.get("HTTP_USER_AGENT", "")[:500]}
+    return {"ip": client_ip(request), "user_agent": request.META.get("HTTP_USER_AGENT", "")[:500]}
 
 
 # Activity settings: whether user-created content is stored, per product.

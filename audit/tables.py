@@ -123,6 +123,8 @@ def two_lines(first: str, second: str):
 def actor_html(event: Event):
     if event.actor_type == Event.ActorType.SYSTEM:
         return "System"
+    if event.actor_type == Event.ActorType.ANONYMOUS:
+        return "Anonymous"
     if event.actor_type == Event.ActorType.API_TOKEN:
         return two_lines(event.actor_name or "API token", "API token")
     if event.actor_type == Event.ActorType.PRODUCT:

@@ -69,7 +69,7 @@ def test_a_failed_sign_in_is_recorded_without_the_password(client, org, admin, c
     event = events("user_login_failed", org).get()
     assert event.message == "A sign-in as Alice Admin failed"
     assert event.context[0]["email"] == "alice@acme.test"
-    assert (event.actor_type, event.actor_name) == ("system", "Anonymous")
+    assert (event.actor_type, event.actor_name) == ("anonymous", "Anonymous")
     assert (event.ip, event.user_agent) == ("198.51.100.23", "Mozilla/5.0 (audited test)")
     assert SECRET not in row_text(event)
     assert not EventTerm.objects.filter(term__icontains="horse").exists()
