@@ -370,12 +370,17 @@ def catalogue_sync(apps, schema_editor) -> None:
     """Copies audit/catalogue.py into the Activity table: new keys are created, labels,
     templates and order updated. For migrations (run as the owner role), which open the
     catalogue's guard for their own transaction."""
+    catalogue_copy(apps, schema_editor.connection)
+
+
+def catalogue_copy(apps, conn) -> None:
+    """catalogue_sync on a connection, inside transaction.atomic()."""
     from .catalogue import ACTIONS
 
     Activity = apps.get_model("audit", "Activity")
-    with purge_allowed(schema_editor.connection):
+    with purge_allowed(conn):
         for position, action in enumerate(ACTIONS):
-            Activity.objects.using(schema_editor.connection.alias).update_or_create(
+            Activity.objects.using(conn.alias).update_or_create(
                 key=action.key,
                 defaults=dict(
                     label=action.label,
