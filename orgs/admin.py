@@ -11,92 +11,24 @@ from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.core.exceptions import PermissionDenied
 
 from audit.models import ActivitySetting
-from audit.services import (
-    Actor,
-    activity_setting_refusal,
-    activity_setting_update,
-    event_record,
-    item,
-    request_meta,
-    user_item,
-)
+from audit.services import activity_setting_refusal, activity_setting_update, request_meta
 
 from .forms import UserChangeForm, UserCreationForm
 from .models import Group, Membership, Organization, Plan, Product, Site, User, VerifiedDomain
-from .plan_services import (
+from .services import (
+    ChangeAuthor,
+    account_memberships_removed_record,
+    domain_record,
+    membership_change_record,
+    membership_record,
+    memberships_before,
     organization_plan_change_record,
     plan_retention_refusal,
     plan_update_record,
+    product_added_record,
+    sign_in_unlock_record,
+    site_added_record,
 )
-from .services import sign_in_unlock_record
-
-ROLE_LABELS = dict(Membership.Role.choices)
-
-
-def _record(request, organization: Organization, action: str, **fields) -> None:
-    event_record(
-        organization=organization,
-        action=action,
-        actor=Actor.for_user(request.user),
-        **request_meta(request),
-        **fields,
-    )
-
-
-def _membership_recorded(request, membership: Membership, action: str) -> None:
-    """org_member_added or org_member_removed, with the membership's role."""
-    _record(
-        request,
-        membership.organization,
-        action,
-        context=[user_item(membership.user)],
-        details={"role": ROLE_LABELS.get(membership.role, membership.role)},
-    )
-
-
-def _membership_saved(request, membership: Membership, before: Membership | None) -> None:
-    """Record what a save changed, given the row as it was (None: it is new)."""
-    if before is None:
-        _membership_recorded(request, membership, "org_member_added")
-        return
-    if (before.organization_id, before.user_id) != (membership.organization_id, membership.user_id):
-        _membership_recorded(request, before, "org_member_removed")
-        _membership_recorded(request, membership, "org_member_added")
-        return
-    if before.role == membership.role:
-        return
-    if membership.role == Membership.Role.ADMIN:
-        action = "org_admin_added"
-    elif before.role == Membership.Role.ADMIN:
-        action = "org_admin_removed"
-    else:
-        action = "org_member_role_changed"
-    _record(
-        request,
-        membership.organization,
-        action,
-        context=[user_item(membership.user)],
-        details={
-            "old": ROLE_LABELS.get(before.role, before.role),
-            "new": ROLE_LABELS.get(membership.role, membership.role),
-        },
-    )
-
-
-def _domain_recorded(request, domain: VerifiedDomain, action: str) -> None:
-    _record(
-        request, domain.organization, action, context=[item("domain", domain.pk, domain.domain)]
-    )
-
-
-def _product_added(request, product: Product) -> None:
-    _record(request, product.site.organization, "product_added", product=product)
-
-
-def _memberships_before(pks) -> dict[int, Membership]:
-    pks = [pk for pk in pks if pk is not None]
-    rows = Membership.objects.filter(pk__in=pks).select_related("user", "organization__plan")
-    return {m.pk: m for m in rows}
 
 
 class DeletionsRecordedMixin:
@@ -141,22 +73,15 @@ class UserAdmin(BaseUserAdmin):
 
     # Deleting an account ends its memberships: each organization records the removal.
     def delete_model(self, request, obj):
-        for membership in obj.memberships.select_related("user", "organization__plan"):
-            _membership_recorded(request, membership, "org_member_removed")
+        account_memberships_removed_record(by=ChangeAuthor.from_request(request), users=[obj])
         super().delete_model(request, obj)
 
     def delete_queryset(self, request, queryset):
-        memberships = Membership.objects.filter(user__in=queryset)
-        for membership in memberships.select_related("user", "organization__plan"):
-            _membership_recorded(request, membership, "org_member_removed")
+        account_memberships_removed_record(by=ChangeAuthor.from_request(request), users=queryset)
         super().delete_queryset(request, queryset)
 
 
-class PlanForm(forms.ModelForm):
-    class Meta:
-        model = Plan
-        fields = "__all__"
-
+class PlanForm(forms.ModelForm):  # the admin supplies the model and fields
     def clean_retention_days(self):
         days = self.cleaned_data["retention_days"]
         if refusal := plan_retention_refusal(days):
@@ -188,9 +113,7 @@ class PlanAdmin(admin.ModelAdmin):
         before = Plan.objects.get(pk=obj.pk) if change else None
         super().save_model(request, obj, form, change)
         if before is not None:
-            plan_update_record(
-                before=before, after=obj, actor_user=request.user, **request_meta(request)
-            )
+            plan_update_record(by=ChangeAuthor.from_request(request), before=before, after=obj)
 
     def has_delete_permission(self, request, obj=None):
         return False  # organizations are on it (PROTECT); a plan goes out of use instead
@@ -259,39 +182,39 @@ class OrganizationAdmin(admin.ModelAdmin):
         super().save_model(request, obj, form, change)
         if old_plan is not None and old_plan.pk != obj.plan_id:
             organization_plan_change_record(
-                organization=obj, old_plan=old_plan, actor_user=request.user,
-                **request_meta(request),
+                by=ChangeAuthor.from_request(request), organization=obj, old_plan=old_plan
             )
 
     def save_formset(self, request, form, formset, change):
+        by = ChangeAuthor.from_request(request)
         if formset.model is Membership:
-            self._save_memberships(request, formset)
+            self._save_memberships(by, formset)
         elif formset.model is ActivitySetting:
             self._save_activity_settings(request, form.instance, formset)
         elif formset.model is Site:
             super().save_formset(request, form, formset, change)
             for site in formset.new_objects:
-                _record(request, site.organization, "site_added", site=site)
+                site_added_record(by=by, site=site)
         elif formset.model is VerifiedDomain:
             super().save_formset(request, form, formset, change)
             for domain in formset.new_objects:
-                _domain_recorded(request, domain, "domain_verified")
+                domain_record(by=by, domain=domain, action="domain_verified")
             for domain in formset.deleted_objects:
-                _domain_recorded(request, domain, "domain_removed")
+                domain_record(by=by, domain=domain, action="domain_removed")
         else:
             super().save_formset(request, form, formset, change)
 
     @staticmethod
-    def _save_memberships(request, formset) -> None:
-        before = _memberships_before(f.instance.pk for f in formset.initial_forms)
+    def _save_memberships(by: ChangeAuthor, formset) -> None:
+        before = memberships_before(f.instance.pk for f in formset.initial_forms)
         formset.save()
         for membership in formset.new_objects:
-            _membership_recorded(request, membership, "org_member_added")
+            membership_record(by=by, membership=membership, action="org_member_added")
         for membership, _ in formset.changed_objects:
-            _membership_saved(request, membership, before.get(membership.pk))
+            membership_change_record(by=by, membership=membership, before=before.get(membership.pk))
         for membership in formset.deleted_objects:
-            _membership_recorded(
-                request, before.get(membership.pk, membership), "org_member_removed"
+            membership_record(
+                by=by, membership=before.get(membership.pk, membership), action="org_member_removed"
             )
 
     @staticmethod
@@ -322,14 +245,18 @@ class MembershipAdmin(DeletionsRecordedMixin, admin.ModelAdmin):
     autocomplete_fields = ["user", "organization"]
 
     def save_model(self, request, obj, form, change):
-        before = _memberships_before([obj.pk]).get(obj.pk) if change else None
+        before = memberships_before([obj.pk]).get(obj.pk) if change else None
         super().save_model(request, obj, form, change)
-        _membership_saved(request, obj, before)
+        membership_change_record(
+            by=ChangeAuthor.from_request(request), membership=obj, before=before
+        )
 
     deletion_select_related = ("user", "organization__plan")
 
     def deletion_record(self, request, obj):
-        _membership_recorded(request, obj, "org_member_removed")
+        membership_record(
+            by=ChangeAuthor.from_request(request), membership=obj, action="org_member_removed"
+        )
 
 
 @admin.register(VerifiedDomain)
@@ -341,12 +268,14 @@ class VerifiedDomainAdmin(DeletionsRecordedMixin, admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
         if not change:
-            _domain_recorded(request, obj, "domain_verified")
+            domain_record(
+                by=ChangeAuthor.from_request(request), domain=obj, action="domain_verified"
+            )
 
     deletion_select_related = ("organization__plan",)
 
     def deletion_record(self, request, obj):
-        _domain_recorded(request, obj, "domain_removed")
+        domain_record(by=ChangeAuthor.from_request(request), domain=obj, action="domain_removed")
 
 
 class ProductInline(admin.TabularInline):
@@ -365,12 +294,12 @@ class SiteAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
         if not change:
-            _record(request, obj.organization, "site_added", site=obj)
+            site_added_record(by=ChangeAuthor.from_request(request), site=obj)
 
     def save_formset(self, request, form, formset, change):
         super().save_formset(request, form, formset, change)
         for product in formset.new_objects:
-            _product_added(request, product)
+            product_added_record(by=ChangeAuthor.from_request(request), product=product)
 
 
 @admin.register(Product)
@@ -383,7 +312,7 @@ class ProductAdmin(admin.ModelAdmin):
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
         if not change:
-            _product_added(request, obj)
+            product_added_record(by=ChangeAuthor.from_request(request), product=obj)
 
     @admin.display(ordering="site__organization__name")
     def organization(self, obj: Product):

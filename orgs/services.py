@@ -1,8 +1,12 @@
-"""Writes about accounts: what sign-ins, lockouts, unlocks, password resets and password
-changes record in the audit log, and the password reset throttle."""
+"""Writes to accounts, organizations and plans, with what each records in the audit log.
+
+The Django admin (orgs/admin.py), the sign-in views and signals, and the API call these;
+each records through audit's one recording service. Staff and admin changes name who
+made them and from where (`ChangeAuthor`)."""
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import timedelta
 
 from axes.models import AccessAttempt
@@ -11,9 +15,19 @@ from django.db.models import Max
 from django.http import HttpRequest
 from django.utils import timezone
 
-from audit.services import ANONYMOUS, Actor, event_record, request_meta, user_item
+from audit.services import ANONYMOUS, Actor, event_record, item, request_meta, user_item
 
-from .models import Organization, PasswordResetRequest, User, email_normalize
+from .models import (
+    Membership,
+    Organization,
+    PasswordResetRequest,
+    Plan,
+    Product,
+    Site,
+    User,
+    VerifiedDomain,
+    email_normalize,
+)
 
 PASSWORD_RESET_WINDOW = timedelta(hours=1)
 
@@ -118,4 +132,184 @@ def password_changed_record(*, user: User, request: HttpRequest) -> None:
     """`user` set a new password: on the change form, or through a reset link."""
     account_event_record(
         user=user, action="user_password_changed", actor=Actor.for_user(user), request=request
+    )
+
+
+# Changes to organizations and plans (the Django admin today, the API next)
+
+
+@dataclass(frozen=True)
+class ChangeAuthor:
+    """Who makes a change and from where: recorded with it."""
+
+    user: User
+    ip: str | None = None
+    user_agent: str = ""
+
+    @classmethod
+    def from_request(cls, request: HttpRequest) -> "ChangeAuthor":
+        return cls(request.user, **request_meta(request))
+
+
+def org_change_record(
+    *, by: ChangeAuthor, organization: Organization, action: str, plan: Plan | None = None, **fields
+) -> None:
+    event_record(
+        organization=organization,
+        action=action,
+        actor=Actor.for_user(by.user),
+        ip=by.ip,
+        user_agent=by.user_agent,
+        plan=plan,
+        **fields,
+    )
+
+
+ROLE_LABELS = dict(Membership.Role.choices)
+
+
+def _role(role: str) -> str:
+    return ROLE_LABELS.get(role, role)
+
+
+def membership_record(*, by: ChangeAuthor, membership: Membership, action: str) -> None:
+    """org_member_added or org_member_removed, with the membership's role."""
+    org_change_record(
+        by=by,
+        organization=membership.organization,
+        action=action,
+        context=[user_item(membership.user)],
+        details={"role": _role(membership.role)},
+    )
+
+
+def memberships_before(pks: Iterable[int | None]) -> dict[int, Membership]:
+    """The memberships `pks` as they are now, before a save changes them."""
+    pks = [pk for pk in pks if pk is not None]
+    rows = Membership.objects.filter(pk__in=pks).select_related("user", "organization__plan")
+    return {m.pk: m for m in rows}
+
+
+def membership_change_record(
+    *, by: ChangeAuthor, membership: Membership, before: Membership | None
+) -> None:
+    """Records what a save changed, given the row as it was (None: it is new): added,
+    moved (removed + added), or a role change (admin added / removed, role changed)."""
+    if before is None:
+        membership_record(by=by, membership=membership, action="org_member_added")
+        return
+    if (before.organization_id, before.user_id) != (membership.organization_id, membership.user_id):
+        membership_record(by=by, membership=before, action="org_member_removed")
+        membership_record(by=by, membership=membership, action="org_member_added")
+        return
+    if before.role == membership.role:
+        return
+    if membership.role == Membership.Role.ADMIN:
+        action = "org_admin_added"
+    elif before.role == Membership.Role.ADMIN:
+        action = "org_admin_removed"
+    else:
+        action = "org_member_role_changed"
+    org_change_record(
+        by=by,
+        organization=membership.organization,
+        action=action,
+        context=[user_item(membership.user)],
+        details={"old": _role(before.role), "new": _role(membership.role)},
+    )
+
+
+def account_memberships_removed_record(*, by: ChangeAuthor, users) -> None:
+    """Deleting accounts ends their memberships: each organization records the removal."""
+    memberships = Membership.objects.filter(user__in=users)
+    for membership in memberships.select_related("user", "organization__plan"):
+        membership_record(by=by, membership=membership, action="org_member_removed")
+
+
+def domain_record(*, by: ChangeAuthor, domain: VerifiedDomain, action: str) -> None:
+    """domain_verified or domain_removed."""
+    org_change_record(
+        by=by,
+        organization=domain.organization,
+        action=action,
+        context=[item("domain", domain.pk, domain.domain)],
+    )
+
+
+def site_added_record(*, by: ChangeAuthor, site: Site) -> None:
+    org_change_record(by=by, organization=site.organization, action="site_added", site=site)
+
+
+def product_added_record(*, by: ChangeAuthor, product: Product) -> None:
+    org_change_record(
+        by=by, organization=product.site.organization, action="product_added", product=product
+    )
+
+
+def _records_org_activity(plan: Plan) -> bool:
+    return plan.audit_log and plan.admin_activity
+
+
+def _ruling_plan(new: Plan, old: Plan) -> Plan:
+    """Whose rules record a change between two plans: the new one's when it records
+    organization activity, else the old one's. So a change that ends a log (a downgrade,
+    an entitlement switched off) is still its last event, and one that starts a log its
+    first."""
+    return new if _records_org_activity(new) else old
+
+
+def plan_retention_refusal(days: int | None) -> str:
+    """Why `days` cannot be a plan's retention, or ""."""
+    minimum = settings.AUDIT_MIN_RETENTION_DAYS
+    if days is not None and days < minimum:
+        return f"Retention must be at least {minimum} days (AUDIT_MIN_RETENTION_DAYS)."
+    return ""
+
+
+def _setting_text(plan: Plan, name: str) -> str:
+    value = getattr(plan, name)
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value) if value != "" else "(blank)"
+
+
+def plan_changes(before: Plan, after: Plan) -> list[tuple[str, str, str]]:
+    """(setting label, old, new) for each entitlement that differs."""
+    changes = []
+    for field in Plan._meta.concrete_fields:
+        if field.primary_key or field.name == "key":
+            continue
+        old, new = _setting_text(before, field.name), _setting_text(after, field.name)
+        if old != new:
+            changes.append((str(field.verbose_name), old, new))
+    return changes
+
+
+def plan_update_record(*, by: ChangeAuthor, before: Plan, after: Plan) -> None:
+    """Records `org_plan_updated`, one event per changed setting, in every organization
+    on the plan: a plan's entitlements and retention are each such organization's
+    business."""
+    changes = plan_changes(before, after)
+    ruling = _ruling_plan(after, before)
+    for org in Organization.objects.filter(plan=after).order_by("pk"):
+        for setting, old, new in changes:
+            org_change_record(
+                by=by,
+                organization=org,
+                action="org_plan_updated",
+                details={"plan": after.name, "setting": setting, "old": old, "new": new},
+                plan=ruling,
+            )
+
+
+def organization_plan_change_record(
+    *, by: ChangeAuthor, organization: Organization, old_plan: Plan
+) -> None:
+    """Records `org_plan_changed` (old -> new plan names) under the ruling plan's rules."""
+    org_change_record(
+        by=by,
+        organization=organization,
+        action="org_plan_changed",
+        details={"old": old_plan.name, "new": organization.plan.name},
+        plan=_ruling_plan(organization.plan, old_plan),
     )
