@@ -384,6 +384,12 @@ ACTIONS = [
         "{actor} revoked audit log API key {token}",
     ),
     _A(
+        "audit_log_api_key_expired",
+        "Audit log API key expired",
+        "audit_log",
+        "Audit log API key {token} expired",
+    ),
+    _A(
         "audit_log_webhook_created",
         "Added streaming webhook",
         "audit_log",
