@@ -282,6 +282,16 @@ EXPORT_MAX_CONCURRENT = envint("EXPORT_MAX_CONCURRENT", 3)
 # retry of its task takes the export over only after that.
 EXPORT_LEASE = envint("EXPORT_LEASE", 60)
 
+# The REST API's rate limit (orgs.ratelimit): API_RATE_LIMIT requests per key in each
+# fixed window of API_RATE_WINDOW seconds. Counted in the database, shared by every
+# worker and host; in Redis instead when RATE_LIMIT_REDIS_URL is set (pip install
+# .[redis]). Not Q_REDIS_URL: a broker must keep what it holds, counters need not.
+API_RATE_LIMIT = envint("API_RATE_LIMIT", 600)
+API_RATE_WINDOW = envint("API_RATE_WINDOW", 60)
+RATE_LIMIT_REDIS_URL = os.getenv("RATE_LIMIT_REDIS_URL", "")
+if API_RATE_LIMIT < 1 or API_RATE_WINDOW < 1:
+    raise ImproperlyConfigured("API_RATE_LIMIT and API_RATE_WINDOW must be 1 or more")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
