@@ -20,7 +20,6 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.http import HttpRequest
 from django.utils import timezone
-from ipware import get_client_ip
 
 from orgs.models import Organization, Plan, Product, Site, User
 
@@ -807,19 +806,20 @@ def ip_valid(value: object) -> str | None:
 
 
 def client_ip(request: HttpRequest) -> str | None:
-    """The one place the client's address is read from a request.
+    """The one place the client's address is read from a request (django-axes too).
 
     TRUSTED_PROXY_COUNT = 0: the socket's address (REMOTE_ADDR); X-Forwarded-For and the
-    like are ignored, since any client can send them. N > 0: the address N hops from
-    the right of X-Forwarded-For, which must list exactly N + 1 valid addresses (the
-    ipware proxy_count rule, strict, as django-axes is configured); anything else
-    gives no address."""
+    like are ignored, since any client can send them. N > 0 (N proxies in front, each
+    appending the address it received the request from): the Nth entry from the right
+    of X-Forwarded-For, the address the outermost trusted proxy saw; whatever a client
+    put in front of it is never looked at. Fewer than N entries, or that entry not an
+    address: no address. (Not django-ipware: it skips entries that do not parse before
+    counting, which moves the position onto one a client wrote.)"""
     proxies = settings.TRUSTED_PROXY_COUNT
-    header = "HTTP_X_FORWARDED_FOR" if proxies else "REMOTE_ADDR"
-    ip, _routable = get_client_ip(
-        request, proxy_count=proxies, request_header_order=[header], strict=True
-    )
-    return ip_valid(ip)
+    if not proxies:
+        return ip_valid(request.META.get("REMOTE_ADDR"))
+    chain = request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")
+    return ip_valid(chain[-proxies]) if len(chain) >= proxies else None
 
 
 def request_meta(request: HttpRequest) -> dict:

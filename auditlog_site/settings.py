@@ -157,11 +157,8 @@ AXES_USERNAME_CALLABLE = "orgs.backends.axes_username"  # ADMIN@ and admin@: one
 AXES_LOCKOUT_CALLABLE = "orgs.views.sign_in_locked_out"
 AXES_DISABLE_ACCESS_LOG = True  # successful sign-ins are in the audit log already
 AXES_VERBOSE = False
-# The client's address: as many trusted proxies as for the rest of the app.
-AXES_IPWARE_PROXY_COUNT = envint("TRUSTED_PROXY_COUNT", 0)
-AXES_IPWARE_META_PRECEDENCE_ORDER = (
-    ("HTTP_X_FORWARDED_FOR", "REMOTE_ADDR") if AXES_IPWARE_PROXY_COUNT > 0 else ("REMOTE_ADDR",)
-)
+# The client's address: the one rule of the rest of the app (TRUSTED_PROXY_COUNT).
+AXES_CLIENT_IP_CALLABLE = "audit.services.client_ip"
 
 # Password reset by email (django.contrib.auth's views, orgs/views.py): the emailed
 # link works for PASSWORD_RESET_TIMEOUT seconds; at most PASSWORD_RESET_MAX_PER_EMAIL
@@ -301,8 +298,8 @@ LOGGING = {
     "loggers": {"django.db.backends": {"level": "INFO"}, "axes": {"level": "WARNING"}},
 }
 # How many reverse proxies stand between the client and the app. 0: the client's
-# address is the socket's (REMOTE_ADDR) and X-Forwarded-For is ignored. N: the address
-# N hops from the right of X-Forwarded-For (audit.services.client_ip; django-axes too).
+# address is the socket's (REMOTE_ADDR) and X-Forwarded-For is ignored. N: the Nth
+# address from the right of X-Forwarded-For (audit.services.client_ip; django-axes too).
 TRUSTED_PROXY_COUNT = envint("TRUSTED_PROXY_COUNT", 0)
 if TRUSTED_PROXY_COUNT < 0:
     raise ImproperlyConfigured("TRUSTED_PROXY_COUNT must be 0 or more")

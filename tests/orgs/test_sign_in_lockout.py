@@ -188,7 +188,7 @@ def test_the_account_with_no_membership_can_be_locked_and_unlocked(client, staff
 def axes_settings(**env: str) -> str:
     code = (
         "from django.conf import settings as s; print(s.AXES_ENABLED, s.AXES_FAILURE_LIMIT,"
-        " s.AXES_COOLOFF_TIME, s.AXES_IPWARE_PROXY_COUNT, s.AXES_IPWARE_META_PRECEDENCE_ORDER)"
+        " s.AXES_COOLOFF_TIME, s.TRUSTED_PROXY_COUNT, s.AXES_CLIENT_IP_CALLABLE)"
     )
     result = run_manage("shell", "-c", code, **env)
     assert result.returncode == 0, result.stderr
@@ -196,7 +196,7 @@ def axes_settings(**env: str) -> str:
 
 
 def test_axes_settings_come_from_the_environment():
-    assert axes_settings() == "True 5 0:15:00 0 ('REMOTE_ADDR',)"
+    assert axes_settings() == "True 5 0:15:00 0 audit.services.client_ip"
     assert (
         axes_settings(
             AXES_ENABLED="false",
@@ -204,5 +204,5 @@ def test_axes_settings_come_from_the_environment():
             AXES_COOLOFF_MINUTES="60",
             TRUSTED_PROXY_COUNT="1",
         )
-        == "False 3 1:00:00 1 ('HTTP_X_FORWARDED_FOR', 'REMOTE_ADDR')"
+        == "False 3 1:00:00 1 audit.services.client_ip"
     )
