@@ -1,16 +1,17 @@
 """Demo organizations and realistic activity, for `seed_demo` and the benchmarks."""
 
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from string import Formatter
 
 from django.db import transaction
 from django.utils import timezone
 
 from orgs.models import Group, Membership, Organization, Plan, Product, Site, User, VerifiedDomain
 
-from .catalogue import ACTIONS, CATEGORY_BY_KEY
+from .catalogue import ACTIONS, CATEGORY_BY_KEY, Action
 from .models import ActivitySetting
 from .services import Actor, EventSpec, Location, item, user_item
 
@@ -61,19 +62,6 @@ PAGE_TITLES = [
 SPACES = ["Engineering", "Marketing", "People", "Security", "Product"]
 POLICIES = ["Default policy", "Contractors", "Admins: 2SV required", "Single sign-on"]
 LABELS = ["Public", "Internal", "Confidential", "Restricted"]
-# (setting, old, new) choices for the actions whose message names a change.
-SETTING_CHANGES = {
-    "org_settings_updated": [
-        ("display name", "Acme Corp", "Acme Corporation"),
-        ("default language", "English (US)", "English (UK)"),
-        ("session duration", "30 days", "7 days"),
-    ],
-    "user_site_role_changed": [("role", "User", "Site admin"), ("role", "Site admin", "User")],
-    "org_member_role_changed": [("role", "Member", "Organization admin")],
-    "user_email_changed": [("email", "old.address@acme.test", "new.address@acme.test")],
-    "org_plan_changed": [("plan", "Guard Standard", "Guard Premium")],
-    "group_renamed": [("name", "eng", "engineering"), ("name", "mktg", "marketing")],
-}
 GROUP_NAMES = [
     "site-admins",
     "jira-software-users",
@@ -196,14 +184,116 @@ def demo_orgs_create() -> list[Organization]:
     return orgs
 
 
+# What the message templates cannot say, by category: whose actions they are (one of
+# the organization's accounts, else an admin), which belong to no product (an
+# account's own: sign-in, password), and where most activity is (people using
+# products; admin changes are rarer).
+ACCOUNT_CATEGORIES = frozenset({"user_created", "user_accounts", "exports"})
+NO_PRODUCT_CATEGORIES = frozenset({"user_accounts"})
+BUSY_CATEGORIES = frozenset({"user_created", "user_accounts"})
+BUSY_WEIGHT = 8
+# The product kind whose content a template field names.
+CONTENT_PRODUCTS = {"page": "confluence", "space": "confluence", "issue": "jira"}
+# Items the demo makes up, by template field: (first id, how many ids, names: a list
+# to draw one from, or the one name).
+MADE_UP_ITEMS: dict[str, tuple[int, int, list[str] | str]] = {
+    "page": (10000, 89999, PAGE_TITLES),
+    "space": (0, 100, SPACES),
+    "issue": (0, 10000, [f"ENG-{n}" for n in range(1, 4000)]),
+    "policy": (0, 20, POLICIES),
+    "token": (0, 1000, [f"ci-token-{n}" for n in range(1, 9)]),
+    "webhook": (0, 3, "SIEM collector"),
+}
+# Details by template field: a list (or range) to draw one from, or the one value.
+# {plan} is the organization's own plan.
+DETAIL_VALUES: dict[str, Sequence | str] = {
+    "label": LABELS,
+    "count": range(10, 10000),
+    "domain": "acme.test",
+    "role": "member",
+}
+# What an action's {setting}, {old} and {new} stand for: a list to draw one from, or
+# the one change it always is.
+CHANGES: dict[str, list[dict[str, str]] | dict[str, str]] = {
+    "org_settings_updated": [
+        {"setting": "display name", "old": "Acme Corp", "new": "Acme Corporation"},
+        {"setting": "default language", "old": "English (US)", "new": "English (UK)"},
+        {"setting": "session duration", "old": "30 days", "new": "7 days"},
+    ],
+    "user_site_role_changed": [
+        {"setting": "role", "old": "User", "new": "Site admin"},
+        {"setting": "role", "old": "Site admin", "new": "User"},
+    ],
+    "org_member_role_changed": [{"setting": "role", "old": "Member", "new": "Organization admin"}],
+    "user_email_changed": [
+        {"setting": "email", "old": "old.address@acme.test", "new": "new.address@acme.test"}
+    ],
+    "org_plan_changed": [{"setting": "plan", "old": "Guard Standard", "new": "Guard Premium"}],
+    "org_plan_updated": [
+        {"setting": "retention days", "old": "180", "new": "365"},
+        {"setting": "API token usage", "old": "off", "new": "on"},
+    ],
+    "group_renamed": [
+        {"setting": "name", "old": "eng", "new": "engineering"},
+        {"setting": "name", "old": "mktg", "new": "marketing"},
+    ],
+    "activity_settings_updated": {"old": "Stored", "new": "Not stored"},
+}
+
+# A draw fills template fields: draw(random, context, container, details).
+Draw = Callable[[Callable[[], float], list[dict], list[dict], dict], None]
+
+
+def _picker(values: Sequence | object) -> Callable[[Callable[[], float]], object]:
+    """Picks one of `values` (a list, tuple or range) with the generator's random(),
+    or is `values` itself (anything else: a fixed value draws nothing)."""
+    if isinstance(values, list | tuple | range):
+        n = len(values)
+        return lambda r: values[int(r() * n)]
+    return lambda r: values
+
+
+def _context_draw(pick: Callable) -> Draw:
+    def draw(r, context, container, details):
+        context.append(pick(r))
+
+    return draw
+
+
+def _detail_draw(field: str, pick: Callable) -> Draw:
+    def draw(r, context, container, details):
+        details[field] = pick(r)
+
+    return draw
+
+
+def _change_draw(pick: Callable) -> Draw:
+    def draw(r, context, container, details):
+        details.update(pick(r))
+
+    return draw
+
+
+def _made_up(kind: str, first: int, ids: int, names: list[str] | str) -> Callable:
+    name = _picker(names)
+    return lambda r: item(kind, first + int(r() * ids), name(r))  # the id, then the name
+
+
+def template_fields(template: str) -> set[str]:
+    """The str.format fields a message template names."""
+    return {name for _, name, _, _ in Formatter().parse(template) if name}
+
+
 class ActivityGenerator:
     """Realistic activity for one demo organization, oldest to newest.
 
-    Seeding a million events spends much of its time here, so everything that
-    depends only on the action (its product, who does it, what it acts on) is
-    worked out once per action, the items that repeat (sites, groups, accounts,
-    locations) are made once and shared, and draws use random() rather than
-    randrange(), which is several times slower."""
+    Each action's message template says what its events need ({user}, {group},
+    {page} ...): the generator draws a value for every field the recorder does not
+    fill itself, from the tables above. Seeding a million events spends much of its
+    time here, so everything that depends only on the action (its product, who does
+    it, what to draw) is worked out once per action, the items that repeat (sites,
+    groups, accounts, locations) are made once and shared, and draws use random()
+    rather than randrange(), which is several times slower."""
 
     def __init__(self, org: Organization, seed: int = 1):
         self.org = org
@@ -232,68 +322,45 @@ class ActivityGenerator:
             and getattr(plan, CATEGORY_BY_KEY[a.category].plan_field)
             and a.key not in ("audit_log_purged", "user_login_failed")
         ] or list(ACTIONS)
-        # Most real activity is people using products; admin changes are rarer.
-        self.weights = [
-            8 if a.category in ("user_created", "user_accounts") else 1 for a in self.actions
-        ]
-        self.recipes = {a.key: self._recipe(a) for a in self.actions}
+        self.weights = [BUSY_WEIGHT if a.category in BUSY_CATEGORIES else 1 for a in self.actions]
+        self.draws = self._draws(plan.name)
+        self.recipes = {a.key: self._recipe(a) for a in ACTIONS}
 
-    def _recipe(self, action) -> tuple:
-        """(product or None for any, by an account?, base context, specific kind)."""
-        category, key = action.category, action.key
+    def _draws(self, plan_name: str) -> dict[str, Draw]:
+        """The draw for each template field the recorder does not fill, in the order
+        an event's fields are drawn."""
+        made = {field: _made_up(field, *spec) for field, spec in MADE_UP_ITEMS.items()}
+        page, space = made["page"], made["space"]
+
+        def page_in_space(r, context, container, details):
+            context.append(page(r))
+            container.append(space(r))
+
+        draws = {
+            "group": _context_draw(_picker(self.group_items)),
+            "user": _context_draw(_picker(self.account_items)),
+            "page": page_in_space,
+        }
+        for field, make in made.items():
+            draws.setdefault(field, _context_draw(make))
+        for field, values in {**DETAIL_VALUES, "plan": plan_name}.items():
+            draws[field] = _detail_draw(field, _picker(values))
+        return draws
+
+    def _recipe(self, action: Action) -> tuple:
+        """(product, or None; draw one?; who may act; draws that fill the fields)."""
+        fields = template_fields(action.template)
+        kind = next((CONTENT_PRODUCTS[f] for f in sorted(fields) if f in CONTENT_PRODUCTS), "")
         by_kind = {p.kind: p for p in reversed(self.products)}  # the first of each kind
-        product = None
-        if category == "user_created" and key.startswith("issue"):
-            product = by_kind.get("jira")
-        elif category in ("user_created", "exports") or key == "content_classified":
-            product = by_kind.get("confluence")
-        by_account = category in ("user_created", "user_accounts", "exports")
-        base = ""
-        if category in ("site_users", "organization") and "{user}" in action.template:
-            base = "user"
-        if category == "groups":
-            base = "group+user" if "{user}" in action.template else "group"
-        if key in (
-            "page_created",
-            "page_updated",
-            "page_viewed",
-            "page_deleted",
-            "page_exported",
-            "content_classified",
-        ):
-            kind = "page"
-        elif key == "space_exported":
-            kind = "space"
-        elif key.startswith("issue_"):
-            kind = "issue"
-        elif category == "security_policies":
-            kind = "policy"
-        elif category == "classification":
-            kind = "label"
-        elif category == "api_tokens" or key.startswith("audit_log_api_key"):
-            kind = "token"
-        elif key.startswith("audit_log_webhook"):
-            kind = "webhook"
-        elif key == "activity_settings_updated":
-            kind = "stored"
-        elif key == "audit_log_exported":
-            kind = "count"
-        elif key in (
-            "org_settings_updated",
-            "user_site_role_changed",
-            "org_member_role_changed",
-            "user_email_changed",
-            "org_plan_changed",
-            "group_renamed",
-        ):
-            kind = "setting"
-        elif key.startswith("domain_"):
-            kind = "domain"
-        elif key == "org_member_added":
-            kind = "role"
-        else:
-            kind = ""
-        return product, by_account, base, kind
+        product = by_kind.get(kind)
+        any_product = product is None and action.category not in NO_PRODUCT_CATEGORIES
+        actors = self.account_actors if action.category in ACCOUNT_CATEGORIES else self.admins
+        if "page" in fields:
+            fields.discard("space")  # the page's space, drawn with it as its container
+        draws = [draw for field, draw in self.draws.items() if field in fields]
+        if action.key in CHANGES:
+            draws.append(_change_draw(_picker(CHANGES[action.key])))
+        return product, any_product, actors, draws
 
     def specs(
         self, count: int, days: int = 180, now: datetime | None = None
@@ -304,58 +371,21 @@ class ActivityGenerator:
         offsets = sorted((rng.random() * span for _ in range(count)), reverse=True)
         chosen = rng.choices(self.actions, weights=self.weights, k=count)
         for offset, action in zip(offsets, chosen, strict=True):
-            yield self._spec(action, now - timedelta(seconds=offset))
+            yield self.spec(action, now - timedelta(seconds=offset))
 
-    def _spec(self, action, occurred_at: datetime) -> EventSpec:
+    def spec(self, action: Action, occurred_at: datetime) -> EventSpec:
+        """One event of `action` (any catalogue action), with a value for every field
+        its message names."""
         r = self.rng.random
-        product, by_account, base, kind = self.recipes[action.key]
-        # An account's own actions (sign-in, password) belong to no product.
-        account_only = action.category == "user_accounts"
-        if product is None and not account_only:
+        product, any_product, actors, draws = self.recipes[action.key]
+        if any_product:
             product = self.products[int(r() * len(self.products))]
-        accounts = self.account_items
-        if by_account:
-            actor = self.account_actors[int(r() * len(accounts))]
-        else:
-            actor = self.admins[int(r() * len(self.admins))]
+        actor = actors[int(r() * len(actors))]
         context: list[dict] = []
         container: list[dict] = [self.site_items[product.pk]] if product else []
         details: dict = {}
-        if base == "user":
-            context = [accounts[int(r() * len(accounts))]]
-        elif base:
-            context = [self.group_items[int(r() * len(self.group_items))]]
-            if base == "group+user":
-                context.append(accounts[int(r() * len(accounts))])
-        if not kind:
-            pass
-        elif kind == "page":
-            context = [item("page", 10000 + int(r() * 89999), PAGE_TITLES[int(r() * 10)])]
-            container.append(item("space", int(r() * 100), SPACES[int(r() * len(SPACES))]))
-        elif kind == "space":
-            context = [item("space", int(r() * 100), SPACES[int(r() * len(SPACES))])]
-        elif kind == "issue":
-            context = [item("issue", int(r() * 10000), f"ENG-{1 + int(r() * 3999)}")]
-        elif kind == "policy":
-            context = [item("policy", int(r() * 20), POLICIES[int(r() * len(POLICIES))])]
-        elif kind == "label":
-            details["label"] = LABELS[int(r() * len(LABELS))]
-        elif kind == "token":
-            context = [item("token", int(r() * 1000), f"ci-token-{1 + int(r() * 8)}")]
-        elif kind == "webhook":
-            context = [item("webhook", int(r() * 3), "SIEM collector")]
-        elif kind == "stored":
-            details.update(old="Stored", new="Not stored")
-        elif kind == "count":
-            details["count"] = 10 + int(r() * 9990)
-        elif kind == "setting":
-            choices = SETTING_CHANGES[action.key]
-            setting, old, new = choices[int(r() * len(choices))]
-            details.update(setting=setting, old=old, new=new)
-        elif kind == "domain":
-            details["domain"] = "acme.test"
-        elif kind == "role":
-            details["role"] = "member"
+        for draw in draws:
+            draw(r, context, container, details)
         location, ips = self.locations[int(r() * len(self.locations))]
         return EventSpec(
             action=action.key,
