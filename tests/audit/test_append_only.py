@@ -35,13 +35,13 @@ def test_instance_delete_is_refused(event):
 
 def test_the_django_admin_offers_no_change_or_delete(client, staff, event):
     client.force_login(staff)
-    change = client.get(f"/admin/audit/event/{event.pk}/change/")
+    change = client.get(f"/staff/audit/event/{event.pk}/change/")
     assert change.status_code == 200
     assert b"Save" not in change.content and b"deletelink" not in change.content
-    response = client.post(f"/admin/audit/event/{event.pk}/delete/", {"post": "yes"})
+    response = client.post(f"/staff/audit/event/{event.pk}/delete/", {"post": "yes"})
     assert response.status_code == 403
     response = client.post(
-        "/admin/audit/event/",
+        "/staff/audit/event/",
         {"action": "delete_selected", "_selected_action": [event.pk], "post": "yes"},
     )
     assert Event.objects.filter(pk=event.pk).exists()

@@ -97,7 +97,7 @@ def test_staff_see_the_settings_inline_on_the_organization(page, live_server):
     ActivitySetting.objects.create(organization=org, product=jira, content_stored=False)
     User.objects.create_superuser("staff@acme.test", "pw-for-tests", name="Sam Staff")
     sign_in(page, live_server, "staff@acme.test")
-    page.goto(f"{live_server.url}/admin/orgs/organization/{org.pk}/change/")
+    page.goto(f"{live_server.url}/staff/orgs/organization/{org.pk}/change/")
     inline = page.locator("#activity_settings-group")
     expect(inline).to_contain_text("Jira on acme.example.net")
     expect(inline.get_by_role("checkbox")).not_to_be_checked()

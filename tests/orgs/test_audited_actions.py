@@ -163,7 +163,7 @@ def staff_client(client, staff):
 
 
 def org_path(org) -> str:
-    return f"/admin/orgs/organization/{org.pk}/change/"
+    return f"/staff/orgs/organization/{org.pk}/change/"
 
 
 @pytest.mark.parametrize(
@@ -229,7 +229,7 @@ def test_memberships_changed_inline_on_the_org_are_recorded(staff_client, org, a
 
 def test_memberships_changed_on_their_own_admin_page_are_recorded(staff_client, org, admin):
     carol = make_user("carol@acme.test", name="Carol")
-    add = admin_form(staff_client, "/admin/orgs/membership/add/")
+    add = admin_form(staff_client, "/staff/orgs/membership/add/")
     add.update(
         user=str(carol.pk),
         organization=str(org.pk),
@@ -237,25 +237,25 @@ def test_memberships_changed_on_their_own_admin_page_are_recorded(staff_client, 
         created_at_0="2026-11-25",
         created_at_1="10:00:00",
     )
-    post_admin(staff_client, "/admin/orgs/membership/add/", add)
+    post_admin(staff_client, "/staff/orgs/membership/add/", add)
     assert events("org_member_added", org).get().details == {"role": "Organization admin"}
 
     membership = Membership.objects.get(user=carol)
-    path = f"/admin/orgs/membership/{membership.pk}/change/"
+    path = f"/staff/orgs/membership/{membership.pk}/change/"
     data = admin_form(staff_client, path)
     data["role"] = "member"
     post_admin(staff_client, path, data)
     demoted = events("org_admin_removed", org).get()
     assert demoted.message == "Sam Staff removed Carol as an organization admin"
 
-    post_admin(staff_client, f"/admin/orgs/membership/{membership.pk}/delete/", {"post": "yes"})
+    post_admin(staff_client, f"/staff/orgs/membership/{membership.pk}/delete/", {"post": "yes"})
     assert events("org_member_removed", org).get().context[0]["email"] == "carol@acme.test"
 
 
 def test_memberships_deleted_in_bulk_are_each_recorded(staff_client, org, admin, member):
     post_admin(
         staff_client,
-        "/admin/orgs/membership/",
+        "/staff/orgs/membership/",
         {
             "action": "delete_selected",
             "_selected_action": [str(m.pk) for m in Membership.objects.all()],
@@ -268,7 +268,7 @@ def test_memberships_deleted_in_bulk_are_each_recorded(staff_client, org, admin,
 
 
 def test_deleting_an_account_records_its_removal_from_each_org(staff_client, org, member):
-    post_admin(staff_client, f"/admin/orgs/user/{member.pk}/delete/", {"post": "yes"})
+    post_admin(staff_client, f"/staff/orgs/user/{member.pk}/delete/", {"post": "yes"})
     removed = events("org_member_removed", org).get()
     assert removed.context[0]["email"] == "bob@acme.test"
 
@@ -333,14 +333,14 @@ def test_a_settings_change_with_a_plan_that_drops_it_changes_nothing(staff_clien
 
 def test_the_activity_setting_admin_is_read_only(staff_client, org, jira):
     setting = ActivitySetting.objects.create(organization=org, product=jira)
-    assert staff_client.get("/admin/audit/activitysetting/add/").status_code == 403
-    html = staff_client.get(f"/admin/audit/activitysetting/{setting.pk}/change/").content
+    assert staff_client.get("/staff/audit/activitysetting/add/").status_code == 403
+    html = staff_client.get(f"/staff/audit/activitysetting/{setting.pk}/change/").content
     assert b'name="content_stored"' not in html
 
 
 def test_deleting_a_not_stored_setting_records_the_return_to_stored(staff_client, org, jira):
     setting = ActivitySetting.objects.create(organization=org, product=jira, content_stored=False)
-    post_admin(staff_client, f"/admin/audit/activitysetting/{setting.pk}/delete/", {"post": "yes"})
+    post_admin(staff_client, f"/staff/audit/activitysetting/{setting.pk}/delete/", {"post": "yes"})
     assert not ActivitySetting.objects.exists()
     event = events("activity_settings_updated", org).get()
     assert (event.details, event.actor_email) == (
@@ -369,20 +369,20 @@ def test_sites_products_and_domains_added_by_staff_are_recorded(staff_client, or
     assert events("domain_verified", org).get().message == "Sam Staff verified acme.test"
 
     site = Site.objects.get(name="new.example.net")
-    add = admin_form(staff_client, "/admin/orgs/product/add/")
+    add = admin_form(staff_client, "/staff/orgs/product/add/")
     add.update(site=str(site.pk), kind="jira")
-    post_admin(staff_client, "/admin/orgs/product/add/", add)
+    post_admin(staff_client, "/staff/orgs/product/add/", add)
     assert events("product_added", org).get().message == "Sam Staff added Jira to new.example.net"
 
     domain = VerifiedDomain.objects.get()
-    post_admin(staff_client, f"/admin/orgs/verifieddomain/{domain.pk}/delete/", {"post": "yes"})
+    post_admin(staff_client, f"/staff/orgs/verifieddomain/{domain.pk}/delete/", {"post": "yes"})
     assert events("domain_removed", org).get().message == "Sam Staff removed domain acme.test"
 
 
 def test_events_stay_read_only_in_the_admin(staff_client, org, admin):
     sign_in(Client(), "alice@acme.test")
     event = Event.objects.get(action__key="user_logged_in")
-    html = staff_client.get(f"/admin/audit/event/{event.pk}/change/").content
+    html = staff_client.get(f"/staff/audit/event/{event.pk}/change/").content
     assert b'name="_save"' not in html
-    delete = staff_client.post(f"/admin/audit/event/{event.pk}/delete/", {"post": "yes"})
+    delete = staff_client.post(f"/staff/audit/event/{event.pk}/delete/", {"post": "yes"})
     assert delete.status_code == 403 and Event.objects.filter(pk=event.pk).exists()

@@ -64,7 +64,7 @@ def test_every_org_page_has_the_policy(admin_client, org, admin):
 
 def test_the_admin_has_the_policy(client, staff):
     client.force_login(staff)
-    assert_policy(client.get("/admin/"))
+    assert_policy(client.get("/staff/"))
 
 
 def test_the_exports_table_the_page_polls_has_the_policy(admin_client, org):

@@ -61,7 +61,7 @@ def test_the_manager_refuses_an_email_that_differs_only_in_case(admin):
 def test_staff_cannot_add_an_account_whose_email_differs_only_in_case(staff_client, admin):
     data = {"email": "Alice@acme.test", "name": "", "password1": "", "password2": ""}
     data["usable_password"] = "false"
-    response = staff_client.post("/admin/orgs/user/add/", data, **META)
+    response = staff_client.post("/staff/orgs/user/add/", data, **META)
     assert response.status_code == 200
     assert TAKEN in response.content.decode()
     assert User.objects.filter(email__iexact="alice@acme.test").count() == 1
@@ -70,7 +70,7 @@ def test_staff_cannot_add_an_account_whose_email_differs_only_in_case(staff_clie
 def test_staff_add_an_account_with_its_email_normalized(staff_client, db):
     data = {"email": " New.Person@Acme.TEST ", "name": "New", "usable_password": "false"}
     data.update(password1="", password2="")
-    response = staff_client.post("/admin/orgs/user/add/", data, **META)
+    response = staff_client.post("/staff/orgs/user/add/", data, **META)
     assert response.status_code == 302, response.content.decode()[:2000]
     assert User.objects.filter(email="new.person@acme.test").exists()
 
@@ -78,7 +78,7 @@ def test_staff_add_an_account_with_its_email_normalized(staff_client, db):
 def test_staff_cannot_change_an_email_to_another_accounts_in_another_case(
     staff_client, admin, member
 ):
-    path = f"/admin/orgs/user/{member.pk}/change/"
+    path = f"/staff/orgs/user/{member.pk}/change/"
     data = user_form(staff_client, path)
     data["email"] = "ALICE@ACME.TEST"
     response = staff_client.post(path, data, **META)
@@ -89,7 +89,7 @@ def test_staff_cannot_change_an_email_to_another_accounts_in_another_case(
 
 
 def test_staff_change_an_email_normalized_and_may_change_only_its_case(staff_client, member):
-    path = f"/admin/orgs/user/{member.pk}/change/"
+    path = f"/staff/orgs/user/{member.pk}/change/"
     data = user_form(staff_client, path)
     data["email"] = "BOB@acme.test"  # its own email in another case is not "taken"
     response = staff_client.post(path, data, **META)

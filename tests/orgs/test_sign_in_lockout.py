@@ -120,9 +120,9 @@ def test_an_unknown_email_is_locked_out_too_but_records_nothing(client, org, adm
 
 def test_the_admin_sign_in_is_locked_out_too(client, staff):
     for _ in range(5):
-        client.post("/admin/login/", {"username": "staff@acme.test", "password": "x"}, **META)
+        client.post("/staff/login/", {"username": "staff@acme.test", "password": "x"}, **META)
     response = client.post(
-        "/admin/login/", {"username": "staff@acme.test", "password": "pw-for-tests"}, **META
+        "/staff/login/", {"username": "staff@acme.test", "password": "pw-for-tests"}, **META
     )
     assert response.status_code == 429
     assert "_auth_user_id" not in client.session
@@ -141,7 +141,7 @@ def staff_client(staff):
 def test_staff_unlock_on_the_attempt_page_is_recorded(client, staff_client, two_orgs, admin):
     fail(client, "alice@acme.test", 5)
     attempt = AccessAttempt.objects.get()
-    path = f"/admin/axes/accessattempt/{attempt.pk}/delete/"
+    path = f"/staff/axes/accessattempt/{attempt.pk}/delete/"
     assert staff_client.get(path).status_code == 200
     post_admin(staff_client, path, {"post": "yes"})
     assert not AccessAttempt.objects.exists()
@@ -161,7 +161,7 @@ def test_staff_bulk_unlock_is_recorded_once_per_account(client, staff_client, or
     pks = list(AccessAttempt.objects.values_list("pk", flat=True))
     assert len(pks) == 3
     data = {"action": "delete_selected", "_selected_action": pks, "post": "yes"}
-    post_admin(staff_client, "/admin/axes/accessattempt/", data)
+    post_admin(staff_client, "/staff/axes/accessattempt/", data)
     assert not AccessAttempt.objects.exists()
     assert events("user_login_unlocked", org).count() == 1
 
@@ -169,7 +169,7 @@ def test_staff_bulk_unlock_is_recorded_once_per_account(client, staff_client, or
 def test_deleting_an_attempt_that_locks_nothing_records_nothing(client, staff_client, org, admin):
     fail(client, "alice@acme.test", 2)
     attempt = AccessAttempt.objects.get()
-    post_admin(staff_client, f"/admin/axes/accessattempt/{attempt.pk}/delete/", {"post": "yes"})
+    post_admin(staff_client, f"/staff/axes/accessattempt/{attempt.pk}/delete/", {"post": "yes"})
     assert not events("user_login_unlocked").exists()
 
 
@@ -178,7 +178,7 @@ def test_the_account_with_no_membership_can_be_locked_and_unlocked(client, staff
     fail(client, "loner@example.test", 5)
     assert sign_in(client, "loner@example.test").status_code == 429
     attempt = AccessAttempt.objects.get()
-    post_admin(staff_client, f"/admin/axes/accessattempt/{attempt.pk}/delete/", {"post": "yes"})
+    post_admin(staff_client, f"/staff/axes/accessattempt/{attempt.pk}/delete/", {"post": "yes"})
     assert sign_in(client, "loner@example.test").status_code == 302
 
 

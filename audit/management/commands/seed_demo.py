@@ -103,5 +103,5 @@ class Command(BaseCommand):
         self.stdout.write(
             f"Org admin:   {ADMIN_EMAIL} / {DEMO_PASSWORD}  (Acme Corporation and Acme Labs)\n"
             f"Member:      {MEMBER_EMAIL} / {DEMO_PASSWORD}  (not an admin: sees 403)\n"
-            f"Staff admin: {STAFF_EMAIL} / {DEMO_PASSWORD}  (Django admin at /admin/)"
+            f"Staff admin: {STAFF_EMAIL} / {DEMO_PASSWORD}  (Django admin at /staff/)"
         )

@@ -61,7 +61,7 @@ class Command(BaseCommand):
             self.style.SUCCESS(
                 f"\nAudit log: http://{bind}/\n"
                 f"  org admin:   {ADMIN_EMAIL} / {DEMO_PASSWORD}\n"
-                f"  Django admin http://{bind}/admin/ as {STAFF_EMAIL} / {DEMO_PASSWORD}\n"
+                f"  Django admin http://{bind}/staff/ as {STAFF_EMAIL} / {DEMO_PASSWORD}\n"
                 "Press Ctrl-C to stop the web server and the worker.\n"
             )
         )
