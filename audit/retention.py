@@ -24,7 +24,8 @@ from orgs.models import Organization, User
 
 from .guard import purge_allowed
 from .models import Event, EventHourlyCount, EventHourlyTotal, EventTerm
-from .services import SYSTEM, Actor, _activities, _terms, activity_cache_clear, event_record
+from .recording import activity_cache_clear, activity_keys_by_id, event_terms
+from .services import SYSTEM, event_record
 
 logger = logging.getLogger(__name__)
 
@@ -222,10 +223,10 @@ def _json(value):
 
 def _action_keys(action_ids: set[int]) -> dict[int, str]:
     """Activity keys by id (some of an event's details are search terms, by action)."""
-    keys = {activity.pk: key for key, activity in _activities().items()}
+    keys = activity_keys_by_id()
     if not action_ids <= keys.keys():  # an activity added since the cache was read
         activity_cache_clear()
-        keys = {activity.pk: key for key, activity in _activities().items()}
+        keys = activity_keys_by_id()
     return keys
 
 
@@ -242,10 +243,16 @@ def _terms_delete(cursor, org_id: int, rows: list[tuple], gone: list[tuple]) -> 
     expected = 0
     terms: set[str] = set()
     keys = _action_keys({row[2] for row in gone})
-    for _, _, action_id, a_type, a_id, a_name, a_email, site, context, container, details in gone:
-        actor = Actor(type=a_type, id=a_id, name=a_name, email=a_email)
-        items = [*_json(context), *_json(container)]
-        derived = _terms(actor, site, items, keys.get(action_id, ""), _json(details))
+    for _, _, action_id, a_type, _, a_name, a_email, site, context, container, details in gone:
+        derived = event_terms(
+            actor_type=a_type,
+            actor_name=a_name,
+            actor_email=a_email,
+            site_name=site,
+            items=[*_json(context), *_json(container)],
+            action=keys.get(action_id, ""),
+            details=_json(details),
+        )
         expected += len(derived)
         terms |= derived
     if not terms:

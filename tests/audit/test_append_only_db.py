@@ -8,8 +8,8 @@ import pytest
 from django.core.management import call_command
 from django.db import IntegrityError, connection, transaction
 
-from audit.models import Event, EventTerm
 from audit.guard import _sqlite_trigger_sql, purge_allowed
+from audit.models import Event, EventTerm
 from audit.services import Actor, event_record, user_item
 from tests.conftest import make_user
 

@@ -2,7 +2,7 @@ import re
 
 from audit.catalogue import ACTIONS, CATEGORIES, CATEGORY_BY_KEY
 from audit.models import Activity
-from audit.services import _Values
+from audit.recording import MessageValues
 
 SEED_CATEGORIES = {
     "Site & product users",
@@ -57,7 +57,7 @@ def test_user_created_flag_matches_the_category():
 
 def test_every_template_renders_with_no_values():
     for action in ACTIONS:
-        text = action.template.format_map(_Values(actor="Someone"))
+        text = action.template.format_map(MessageValues(actor="Someone"))
         assert "{" not in text, action.key
 
 

@@ -15,7 +15,7 @@ from audit.demo import (
     demo_orgs_create,
 )
 from audit.models import Event
-from audit.services import _record_batch
+from audit.recording import record_specs
 from orgs.models import Organization
 
 # Events per transaction while seeding: larger than AUDIT_RECORD_BATCH_SIZE, since
@@ -95,7 +95,7 @@ class Command(BaseCommand):
                         break
                     # The same recording path as event_record_batch, one transaction
                     # per chunk.
-                    total += _record_batch(org, chunk, CHUNK).recorded
+                    total += len(record_specs(org, chunk, CHUNK)[0])
         self.stdout.write(f"Recorded {total:,} demo events in {time.monotonic() - started:.1f} s.")
         self._print_logins()
 
