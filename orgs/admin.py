@@ -14,7 +14,17 @@ from audit.models import ActivitySetting
 from audit.services import activity_setting_refusal, activity_setting_update, request_meta
 
 from .forms import UserChangeForm, UserCreationForm
-from .models import Group, Membership, Organization, Plan, Product, Site, User, VerifiedDomain
+from .models import (
+    ApiKey,
+    Group,
+    Membership,
+    Organization,
+    Plan,
+    Product,
+    Site,
+    User,
+    VerifiedDomain,
+)
 from .services import (
     ChangeAuthor,
     account_memberships_removed_record,
@@ -346,3 +356,52 @@ class AccessAttemptAdmin(axes_admin.AccessAttemptAdmin):
     def delete_queryset(self, request, queryset):
         sign_in_unlock_record(attempts=list(queryset), request=request)
         super().delete_queryset(request, queryset)
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    """Read-only: org admins create and revoke keys on their page, where it is recorded.
+    The secret is nowhere to show; its hash is not shown either."""
+
+    list_display = [
+        "name",
+        "prefix",
+        "organization",
+        "creator_name",
+        "created_at",
+        "expires_at",
+        "status",
+        "last_used_at",
+        "last_used_ip",
+    ]
+    list_filter = ["organization"]
+    search_fields = ["name", "prefix", "organization__name"]
+    list_select_related = ["organization"]
+    fields = [
+        "organization",
+        "name",
+        "prefix",
+        "created_by",
+        "creator_name",
+        "created_at",
+        "expires_at",
+        "revoked_at",
+        "revoked_by",
+        "last_used_at",
+        "last_used_ip",
+        "expiry_recorded_at",
+    ]
+    readonly_fields = fields
+
+    @admin.display(description="status")
+    def status(self, obj: ApiKey) -> str:
+        return ApiKey.Status(obj.status).label
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -38,3 +38,22 @@ class UserChangeForm(UserEmailMixin, auth_forms.UserChangeForm):
     class Meta(auth_forms.UserChangeForm.Meta):
         model = User
         fields = "__all__"
+
+
+class ApiKeyForm(forms.Form):
+    """A new API key: a name to tell it apart, and how many days it works."""
+
+    DAY_CHOICES = [(d, f"{d} day{'' if d == 1 else 's'}") for d in (1, 7, 30, 60, 90, 180, 365)]
+
+    name = forms.CharField(
+        max_length=100,
+        error_messages={"required": "Give the key a name."},
+        help_text="What uses it, e.g. “SIEM export” or “Nightly backup script”.",
+    )
+    days = forms.TypedChoiceField(
+        label="Expires after",
+        choices=DAY_CHOICES,
+        coerce=int,
+        initial=30,
+        error_messages={"invalid_choice": "Choose 1, 7, 30, 60, 90, 180 or 365 days."},
+    )

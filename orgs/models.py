@@ -258,3 +258,110 @@ class PasswordResetRequest(models.Model):
 
     def __str__(self) -> str:
         return f"{self.email} from {self.ip} at {self.requested_at:%Y-%m-%d %H:%M}"
+
+
+class ApiKey(models.Model):
+    """An organization's key to the REST API: `alk_<prefix>_<secret part>`. The prefix
+    is visible (it tells keys apart on the page and in the log); the whole key is
+    stored only as its SHA-256 hash, so it is shown once, when created, and never again."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        EXPIRED = "expired", "Expired"
+        REVOKED = "revoked", "Revoked"
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.CASCADE, related_name="api_keys"
+    )
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=8, unique=True)
+    secret_hash = models.CharField("SHA-256 of the key", max_length=64)
+    created_by = models.ForeignKey(
+        User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    # Who created it, copied: the command line has no account, and accounts go.
+    creator_name = models.CharField(max_length=150, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_by = models.ForeignKey(
+        User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    last_used_ip = models.GenericIPAddressField(null=True, blank=True)
+    # Set by the hourly job when it records the key's expiry, so it records it once.
+    expiry_recorded_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        verbose_name = "API key"
+        indexes = [
+            models.Index(fields=["organization", "created_at"], name="apikey_org_created"),
+            models.Index(
+                fields=["expires_at"],
+                name="apikey_expiry_unrecorded",
+                condition=models.Q(expiry_recorded_at__isnull=True, revoked_at__isnull=True),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.label
+
+    @property
+    def label(self) -> str:
+        """How the log and the page name the key: never the secret."""
+        return f"{self.name} ({self.prefix})"
+
+    def status_at(self, now) -> str:
+        if self.revoked_at is not None:
+            return self.Status.REVOKED
+        if self.expires_at <= now:
+            return self.Status.EXPIRED
+        return self.Status.ACTIVE
+
+    @property
+    def status(self) -> str:
+        return self.status_at(timezone.now())
+
+    @property
+    def is_active(self) -> bool:
+        return self.status == self.Status.ACTIVE
+
+
+class ApiKeyUse(models.Model):
+    """That a key was used from an address in an hour: one row each, inserted only if
+    absent (INSERT ... ON CONFLICT DO NOTHING), so `api_token_used` is recorded once per
+    key, address and hour whatever the number of requests or processes. Rows older
+    than two hours are removed by the hourly job."""
+
+    api_key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="uses")
+    ip = models.CharField(max_length=45, blank=True)  # "" when unknown: NULLs never conflict
+    hour = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["api_key", "ip", "hour"], name="apikeyuse_unique")
+        ]
+        indexes = [models.Index(fields=["hour"], name="apikeyuse_hour")]
+
+    def __str__(self) -> str:
+        return f"{self.api_key_id} from {self.ip or '?'} at {self.hour:%Y-%m-%d %H:00}"
+
+
+class RateLimitCounter(models.Model):
+    """One fixed window of orgs.ratelimit's counter for one key, when counting in the
+    database: incremented by an atomic upsert; expired windows are removed."""
+
+    key = models.CharField(max_length=200)
+    window_start = models.BigIntegerField()  # epoch seconds
+    reset_at = models.BigIntegerField()  # epoch seconds: the window's end
+    count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["key", "window_start"], name="ratelimit_unique")
+        ]
+        indexes = [models.Index(fields=["reset_at"], name="ratelimit_reset")]
+
+    def __str__(self) -> str:
+        return f"{self.key} @ {self.window_start}: {self.count}"

@@ -4,13 +4,17 @@ The Django admin (orgs/admin.py), the sign-in views and signals, and the API cal
 each records through audit's one recording service. Staff and admin changes name who
 made them and from where (`ChangeAuthor`)."""
 
+import hashlib
+import hmac
 import math
+import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
 from axes.models import AccessAttempt
 from django.conf import settings
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Max
 from django.http import HttpRequest
 from django.utils import timezone
@@ -18,6 +22,8 @@ from django.utils import timezone
 from audit.services import ANONYMOUS, Actor, event_record, item, request_meta, user_item
 
 from .models import (
+    ApiKey,
+    ApiKeyUse,
     Membership,
     Organization,
     PasswordResetRequest,
@@ -313,3 +319,201 @@ def organization_plan_change_record(
         details={"old": old_plan.name, "new": organization.plan.name},
         plan=_ruling_plan(organization.plan, old_plan),
     )
+
+
+# Organization API keys (the REST API's credentials). The page (orgs/views.py), the
+# create_api_key command and the API's authentication call these.
+
+API_KEY_SCHEME = "alk"
+API_KEY_PREFIX_LENGTH = 8
+API_KEY_DAYS_MAX = 365
+API_KEY_DAYS_DEFAULT = 30
+_PREFIX_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+# Letters and digits only, so a double-click selects the whole key: 40 of 62 ≈ 238 bits.
+_SECRET_ALPHABET = _PREFIX_ALPHABET + "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_SECRET_LENGTH = 40
+# How stale last_used_at may get before a request writes it again: a poller then
+# writes once a minute, not on every request.
+API_KEY_LAST_USED_EVERY = timedelta(minutes=1)
+# The command line has no account: its keys' events name it as a system actor.
+COMMAND_LINE = Actor(name="Command line")
+
+
+class ApiKeyRefused(ValueError):
+    """A key cannot be created: the message says why (shown to the admin or operator)."""
+
+
+def api_key_hash(secret: str) -> str:
+    """The SHA-256 of a whole key, hex. The secret part has ~238 random bits, so no salt
+    or slow hash is needed to make guessing from the hash hopeless."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _api_key_prefix_of(secret: str) -> str | None:
+    scheme, _, rest = secret.partition("_")
+    prefix, _, random_part = rest.partition("_")
+    if scheme != API_KEY_SCHEME or len(prefix) != API_KEY_PREFIX_LENGTH or not random_part:
+        return None
+    return prefix
+
+
+def _api_key_event(*, key: ApiKey, action: str, by: ChangeAuthor | None) -> None:
+    context = [item("token", key.pk, key.label)]
+    if by is None:
+        event_record(
+            organization=key.organization, action=action, actor=COMMAND_LINE, context=context
+        )
+    else:
+        org_change_record(by=by, organization=key.organization, action=action, context=context)
+
+
+def api_key_refusal(organization: Organization) -> str:
+    """Why `organization` may not have API keys now, or ""."""
+    if not organization.plan.audit_log:
+        return f"The {organization.plan.name} plan does not include the audit log."
+    return ""
+
+
+def api_key_create(
+    *,
+    organization: Organization,
+    name: str,
+    days: int = API_KEY_DAYS_DEFAULT,
+    by: ChangeAuthor | None,
+) -> tuple[ApiKey, str]:
+    """A new key of `organization`, valid for `days` (1..365) from now, and its secret,
+    which is nowhere else: show it once. `by` None is the command line. Records
+    `audit_log_api_key_created`. Raises ApiKeyRefused (plan, name, days)."""
+    name = (name or "").strip()
+    if refusal := api_key_refusal(organization):
+        raise ApiKeyRefused(refusal)
+    if not name:
+        raise ApiKeyRefused("A key needs a name.")
+    if not isinstance(days, int) or not 1 <= days <= API_KEY_DAYS_MAX:
+        raise ApiKeyRefused(f"A key lasts 1 to {API_KEY_DAYS_MAX} days.")
+    now = timezone.now()
+    with transaction.atomic():
+        for _attempt in range(5):  # 36^8 prefixes: a clash is all but impossible
+            prefix = "".join(secrets.choice(_PREFIX_ALPHABET) for _ in range(8))
+            random_part = "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(_SECRET_LENGTH))
+            secret = f"{API_KEY_SCHEME}_{prefix}_{random_part}"
+            try:
+                with transaction.atomic():
+                    key = ApiKey.objects.create(
+                        organization=organization,
+                        name=name[:100],
+                        prefix=prefix,
+                        secret_hash=api_key_hash(secret),
+                        created_by=by.user if by else None,
+                        creator_name=by.user.display_name if by else COMMAND_LINE.name,
+                        created_at=now,
+                        expires_at=now + timedelta(days=days),
+                    )
+                break
+            except IntegrityError:
+                continue
+        else:
+            raise RuntimeError("no free API key prefix after 5 attempts")
+        _api_key_event(key=key, action="audit_log_api_key_created", by=by)
+    return key, secret
+
+
+def api_key_revoke(*, key: ApiKey, by: ChangeAuthor | None) -> bool:
+    """Revokes an active key at once; records `audit_log_api_key_revoked`. False (and
+    nothing recorded) when it was already revoked or had expired."""
+    now = timezone.now()
+    with transaction.atomic():
+        revoked = ApiKey.objects.filter(
+            pk=key.pk, revoked_at__isnull=True, expires_at__gt=now
+        ).update(revoked_at=now, revoked_by=by.user if by else None)
+        if revoked:
+            key.revoked_at, key.revoked_by = now, by.user if by else None
+            _api_key_event(key=key, action="audit_log_api_key_revoked", by=by)
+    return bool(revoked)
+
+
+def _hour_of(moment):
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def api_key_use_record(*, key: ApiKey, ip: str | None, now=None) -> bool:
+    """Records `api_token_used` the first time `key` is used from `ip` in an hour, and
+    says whether it did. The (key, ip, hour) row is inserted only if absent, in one
+    statement, so concurrent requests in any number of processes record it once."""
+    now = now or timezone.now()
+    table = ApiKeyUse._meta.db_table
+    hour = connection.ops.adapt_datetimefield_value(_hour_of(now))
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {table} (api_key_id, ip, hour) VALUES (%s, %s, %s) "
+                "ON CONFLICT (api_key_id, ip, hour) DO NOTHING RETURNING id",
+                [key.pk, ip or "", hour],
+            )
+            new = cursor.fetchone() is not None
+        if new:
+            event_record(
+                organization=key.organization,
+                action="api_token_used",
+                actor=Actor.for_token(key.pk, key.label),
+                context=[item("token", key.pk, key.label)],
+                ip=ip,
+            )
+    return new
+
+
+def api_key_authenticate(*, secret: str, ip: str | None) -> ApiKey | None:
+    """The active key whose whole text is `secret`, else None (malformed, unknown,
+    revoked or expired). Records its use (api_key_use_record: once per address an hour)
+    and keeps last_used_at / last_used_ip, written at most once a minute per key and
+    address, so a poller does not write on every request."""
+    prefix = _api_key_prefix_of(secret or "")
+    if prefix is None:
+        return None
+    key = ApiKey.objects.select_related("organization__plan").filter(prefix=prefix).first()
+    if key is None or not hmac.compare_digest(key.secret_hash, api_key_hash(secret)):
+        return None
+    now = timezone.now()
+    if key.status_at(now) != ApiKey.Status.ACTIVE:
+        return None
+    ip = ip or None
+    same_place = key.last_used_ip == ip and key.last_used_at is not None
+    # The row for this hour and address was inserted before last_used_* said so.
+    if not (same_place and key.last_used_at >= _hour_of(now)):
+        api_key_use_record(key=key, ip=ip, now=now)
+    if not (same_place and key.last_used_at > now - API_KEY_LAST_USED_EVERY):
+        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now, last_used_ip=ip)
+        key.last_used_at, key.last_used_ip = now, ip
+    return key
+
+
+def api_keys_expire(*, now=None) -> int:
+    """Records `audit_log_api_key_expired` once for each key past its expiry (revoked
+    keys excepted), at the time it expired; run hourly (orgs.tasks). Each key is
+    claimed by a conditional UPDATE, so two runs at once record it once. Returns how
+    many it recorded."""
+    now = now or timezone.now()
+    due = ApiKey.objects.filter(
+        expires_at__lte=now, expiry_recorded_at__isnull=True, revoked_at__isnull=True
+    )
+    recorded = 0
+    for key in due.select_related("organization__plan").order_by("expires_at", "pk"):
+        with transaction.atomic():
+            claimed = ApiKey.objects.filter(pk=key.pk, expiry_recorded_at__isnull=True).update(
+                expiry_recorded_at=now
+            )
+            if claimed:
+                event_record(
+                    organization=key.organization,
+                    action="audit_log_api_key_expired",
+                    occurred_at=key.expires_at,
+                    context=[item("token", key.pk, key.label)],
+                )
+                recorded += 1
+    return recorded
+
+
+def api_key_uses_purge(*, now=None) -> int:
+    """Removes use rows of hours that are over (kept one hour more for clock skew)."""
+    now = now or timezone.now()
+    return ApiKeyUse.objects.filter(hour__lt=_hour_of(now) - timedelta(hours=1)).delete()[0]

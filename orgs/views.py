@@ -3,20 +3,27 @@ from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import AuthenticationForm
-from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET, require_http_methods
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from audit.services import request_meta
 
-from .access import admin_orgs
+from .access import admin_orgs, org_for_admin
 from .backends import axes_username
-from .forms import AccountForm
+from .forms import AccountForm, ApiKeyForm
+from .models import ApiKey
 from .services import (
+    ChangeAuthor,
+    api_key_refusal,
     password_changed_record,
     password_reset_allowed,
     password_reset_request_record,
     sign_in_lockout_minutes_left,
 )
+from .services import api_key_create as create_key
+from .services import api_key_revoke as revoke_key
 
 PASSWORD_RESET_OVER_LIMIT = "Too many password reset requests. Try again in an hour."
 
@@ -86,3 +93,72 @@ class PasswordChangeView(auth_views.PasswordChangeView):
         response = super().form_valid(form)
         password_changed_record(user=form.user, request=self.request)
         return response
+
+
+# Organization API keys (Security › Audit log › API keys)
+
+API_KEY_SHOWN = "api_key_shown"  # session key: the new key's secret, until displayed once
+
+
+def _api_key_page(request, org, form: ApiKeyForm, status: int = 200):
+    now = timezone.now()
+    keys = list(ApiKey.objects.filter(organization=org).select_related("created_by")[:200])
+    for key in keys:
+        key.current_status = ApiKey.Status(key.status_at(now))
+    shown = request.session.get(API_KEY_SHOWN)
+    if shown and shown.get("org") == org.pk and status == 200:
+        del request.session[API_KEY_SHOWN]  # once: a reload shows it no more
+    else:
+        shown = None
+    context = {
+        "org": org,
+        "nav": "api-keys",
+        "form": form,
+        "keys": keys,
+        "shown": shown,
+        "refusal": api_key_refusal(org),
+    }
+    return render(request, "orgs/api_key_list.html", context, status=status)
+
+
+@login_required
+@require_GET
+@never_cache
+def api_key_list(request, org_id: int):
+    org = org_for_admin(request.user, org_id)
+    return _api_key_page(request, org, ApiKeyForm())
+
+
+@login_required
+@require_POST
+def api_key_create(request, org_id: int):
+    org = org_for_admin(request.user, org_id)
+    if refusal := api_key_refusal(org):
+        messages.error(request, refusal)
+        return redirect("orgs:api-key-list", org.pk)
+    form = ApiKeyForm(request.POST)
+    if not form.is_valid():
+        return _api_key_page(request, org, form, status=400)
+    key, secret = create_key(
+        organization=org,
+        name=form.cleaned_data["name"],
+        days=form.cleaned_data["days"],
+        by=ChangeAuthor.from_request(request),
+    )
+    request.session[API_KEY_SHOWN] = {"org": org.pk, "label": key.label, "secret": secret}
+    messages.success(request, f"API key {key.label} created.")
+    return redirect("orgs:api-key-list", org.pk)
+
+
+@login_required
+@require_POST
+def api_key_revoke(request, org_id: int, key_id: int):
+    org = org_for_admin(request.user, org_id)
+    key = get_object_or_404(
+        ApiKey.objects.select_related("organization__plan"), pk=key_id, organization=org
+    )
+    if revoke_key(key=key, by=ChangeAuthor.from_request(request)):
+        messages.success(request, f"API key {key.label} revoked: it no longer works.")
+    else:
+        messages.info(request, f"API key {key.label} was already {key.status.lower()}.")
+    return redirect("orgs:api-key-list", org.pk)
