@@ -109,6 +109,11 @@ class Event(models.Model):
     region = models.CharField(max_length=100, blank=True)
     city = models.CharField(max_length=100, blank=True)
     message = models.CharField(max_length=1000)
+    # PostgreSQL: the id of the transaction that recorded the event, filled by the
+    # column's default (migration 0011). The events stream reads in (txid, id) order and
+    # only below the oldest transaction still running, so an event committed late is
+    # never skipped (README, "The events stream"). SQLite: null; ids are in commit order.
+    txid = models.BigIntegerField(null=True, blank=True, editable=False)
 
     objects = EventQuerySet.as_manager()
 
