@@ -6,7 +6,8 @@ a search it sums the counts kept at write time (EventHourlyTotal, or EventHourly
 for an Activity filter), so its cost depends on the number of hours in the range, never
 on the number of events; those counts are whole UTC hours, so the first bar may include
 activity from up to 59 minutes before the range starts. With a search it counts the
-term index rows in the window, which is exact.
+term index rows in the window, and with the API's row filters (actor, ip, product,
+location) the events themselves, which is exact.
 """
 
 from collections import Counter
@@ -20,6 +21,7 @@ from django.utils.safestring import SafeString, mark_safe
 
 from .filters import EventFilter
 from .models import EventHourlyCount, EventHourlyTotal
+from .selectors import event_list, event_term_rows
 
 DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -154,8 +156,10 @@ def daily_counts(events: EventFilter) -> dict[date, int]:
         return {}
     window = events.window
     postgres = connection.vendor == "postgresql"
-    if events.data_clean["q"]:
-        rows = events.term_queryset()
+    if events.cleaned_data["q"] or events.has_row_filters:
+        # Rows the hourly counts cannot tell apart: counted one by one, exactly.
+        rows = event_term_rows(events) if events.cleaned_data["q"] else event_list(filters=events)
+        rows = rows.order_by()
         if postgres:
             return _per_local_day(rows, "occurred_at", Count("*"), events.tz)
         rows = rows.annotate(bucket=HourBucket("occurred_at")).values("bucket")

@@ -1,22 +1,35 @@
 """The one filter definition shared by the audit log page, the export and the API.
 
-    events = EventFilter(request.GET, org=org, tz=ZoneInfo(request.user.time_zone))
+    events = EventFilter(request.GET, org=org, tz=viewer_time_zone(request.user))
     if events.is_valid():
-        events.qs          # Event queryset: the org, the retention window, the filters,
-                           # newest first (-occurred_at, -id); never COUNT it
+        event_list(filters=events)      # audit.selectors: Event queryset, newest first;
+                                        # never COUNT it
+        event_page(events, cursor, scope=str(org.pk))  # one keyset page
         events.summary()   # ["Search: carol@acme.test", "Last 7 days", ...]
         events.params()    # JSON-serializable; EventFilter(params, ...) rebuilds it
 
-Parameters (all optional, all from a plain GET form):
+It is a form, not a django-filter FilterSet: no parameter maps to a queryset filter of
+its own (the window is range, from, to and the retention together; a search or several
+activities change the query's shape to another index walk), so a FilterSet's filter
+methods would do nothing and the selectors (audit/selectors.py) would still build the
+queries. The form validates and returns typed values; the selectors turn them into
+queries, one place for the page, the export and the API.
+
+Parameters (all optional, from a plain GET form or the API's query string):
 - `q`: an exact term: a user's name or email, a group name or a site name;
   case-insensitive, whole value, surrounding spaces ignored. Served by the EventTerm
   index (organization, term, occurred_at, event), never by LIKE.
 - `range`: 24h, 7d (the default), 30d, 90d, 180d or custom.
 - `from` / `to`: a date (YYYY-MM-DD, in the viewer's time zone; `to` includes its whole
-  day) or an exact ISO 8601 instant (`to` then is exclusive). Either one given makes
-  the range custom, whatever `range` says, so typing a date without touching the
-  preset still does what the admin expects.
+  day), an exact ISO 8601 instant or epoch milliseconds (10 to 13 digits; `to` then is
+  exclusive). Either one given makes the range custom, whatever `range` says, so typing
+  a date without touching the preset still does what the admin expects.
 - `action`: activity keys, repeatable; only the activities the plan records.
+- For the API (not on the page's form): `actor` (repeatable: the actor's id, or email
+  in any case), `ip` (repeatable: an exact address), `product` (repeatable: a product
+  kind such as jira, or a product id) and `location`, a JSON array of objects with any
+  of city, countryName, regionName: an event matches when every key of one object
+  equals its own.
 
 Whatever the filters say, nothing older than the plan's retention (plan.retention_days)
 is ever returned, even before the purge job has removed it: a window reaching further
@@ -27,12 +40,13 @@ params() resolves a relative preset to the exact instants it meant when it was c
 and run later covers the same window the admin was looking at.
 """
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from zoneinfo import ZoneInfo
 
-import django_filters
+from django import forms
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -49,10 +63,15 @@ from .forms import (
     as_end,
     as_start,
 )
-from .models import Event, EventTerm
-from .services import activity_for_key, normalize_term
+from .selectors import LOCATION_KEYS, event_list
+from .services import activity_for_key, ip_valid, normalize_term
 
 RANGE_LABELS = dict(RANGE_CHOICES)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_PRODUCT_ID = 2**63 - 1
+MAX_LOCATION_LENGTH = 2000
+# The API's filters that the hourly counts behind the chart know nothing of.
+ROW_FILTERS = ("actor", "ip", "product", "location")
 
 
 def plan_actions(plan) -> list:
@@ -73,8 +92,95 @@ def action_choices(plan) -> list[tuple[str, list[tuple[str, str]]]]:
     return groups
 
 
-class DateOrTimeFilter(django_filters.Filter):
-    field_class = DateOrTimeField
+class InstantField(DateOrTimeField):
+    """A date or ISO instant (DateOrTimeField), or epoch milliseconds as the API sends."""
+
+    def to_python(self, value):
+        text = (value or "").strip()
+        if text.isascii() and text.isdigit() and 10 <= len(text) <= 13:
+            moment = EPOCH + timedelta(milliseconds=int(text))
+            if not 2000 <= moment.year <= 2100:
+                raise forms.ValidationError(
+                    self.error_messages["out_of_range"], code="out_of_range"
+                )
+            return moment
+        return super().to_python(value)
+
+
+class RepeatedField(forms.Field):
+    """A repeatable parameter (`?ip=a&ip=b`): each value stripped and checked by
+    `parse`, which returns the typed value or raises ValueError; blanks are ignored."""
+
+    widget = forms.MultipleHiddenInput
+
+    def __init__(self, *, parse, invalid: str, max_length: int = 254, **kwargs):
+        super().__init__(required=False, **kwargs)
+        self.parse, self.invalid, self.max_length = parse, invalid, max_length
+
+    def to_python(self, value) -> list:
+        values = [value] if isinstance(value, str) else list(value or [])
+        typed = []
+        for raw in values:
+            text = str(raw).strip()
+            if not text:
+                continue
+            try:
+                if len(text) > self.max_length:
+                    raise ValueError(text)
+                one = self.parse(text)
+            except ValueError:
+                raise forms.ValidationError(self.invalid % {"value": text[:40]}) from None
+            if one not in typed:
+                typed.append(one)
+        return typed
+
+
+def _ip(text: str) -> str:
+    address = ip_valid(text)
+    if address is None:
+        raise ValueError(text)
+    return address
+
+
+def _product(text: str) -> int | str:
+    """A product id (digits) or a product kind key (`jira`)."""
+    if text.isascii() and text.isdigit():
+        if int(text) > MAX_PRODUCT_ID:
+            raise ValueError(text)
+        return int(text)
+    return text
+
+
+class LocationField(forms.CharField):
+    """A JSON array of objects with any of city, countryName, regionName (strings);
+    never split on commas, since place names hold them."""
+
+    default_error_messages = {
+        "invalid": 'Give locations as a JSON array such as [{"city": "Berlin", '
+        '"countryName": "Germany"}]; each object with at least one of '
+        + ", ".join(LOCATION_KEYS)
+        + ", each a string."
+    }
+
+    def to_python(self, value) -> list[dict[str, str]]:
+        text = super().to_python(value)
+        if not text:
+            return []
+        try:
+            places = json.loads(text)
+        except (ValueError, RecursionError):
+            raise forms.ValidationError(self.error_messages["invalid"], code="invalid") from None
+        if not isinstance(places, list) or not places or not all(map(_is_place, places)):
+            raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
+        return places
+
+
+def _is_place(place) -> bool:
+    return (
+        isinstance(place, dict)
+        and bool(place)
+        and all(k in LOCATION_KEYS and isinstance(v, str) for k, v in place.items())
+    )
 
 
 @dataclass(frozen=True)
@@ -86,76 +192,87 @@ class Window:
     clipped: bool  # the filter asked for more than retention keeps
 
 
-class EventFilter(django_filters.FilterSet):
-    """The FilterSet, bound to one organization and one viewer's time zone."""
+class EventFilter(EventFilterForm):
+    """The filter, bound to one organization and one viewer's time zone."""
 
-    q = django_filters.CharFilter(
+    q = forms.CharField(
         label="Search",
-        method="_applied_in_filter_queryset",
+        required=False,
         max_length=MAX_SEARCH_LENGTH,
         error_messages={
             "max_length": f"Search for at most {MAX_SEARCH_LENGTH} characters: "
             "an exact name, email, group or site."
         },
     )
-    range = django_filters.ChoiceFilter(
+    range = forms.ChoiceField(
         label="Date range",
+        required=False,
         choices=RANGE_CHOICES,
-        empty_label=None,
-        method="_applied_in_filter_queryset",
+        initial=RANGE_DEFAULT,
         error_messages={"invalid_choice": "Choose a date range from the list."},
     )
-    action = django_filters.MultipleChoiceFilter(
+    action = forms.MultipleChoiceField(
         label="Activity",
-        choices=[],
-        method="_applied_in_filter_queryset",
+        required=False,
         error_messages={"invalid_choice": "Unknown activity “%(value)s”: choose from the list."},
     )
-
-    class Meta:
-        model = Event
-        fields: list[str] = []
-        form = EventFilterForm
-
-    def _applied_in_filter_queryset(self, queryset, name, value):
-        return queryset
+    actor = RepeatedField(
+        label="Actor", parse=str, invalid="“%(value)s” is too long for an actor id or email."
+    )
+    ip = RepeatedField(
+        label="IP address", parse=_ip, invalid="“%(value)s” is not an IPv4 or IPv6 address."
+    )
+    product = RepeatedField(
+        label="Product",
+        parse=_product,
+        max_length=40,
+        invalid="“%(value)s” is not a product: give a product id or kind such as jira.",
+    )
+    location = LocationField(label="Location", required=False, max_length=MAX_LOCATION_LENGTH)
 
     def __init__(self, data=None, *, org: Organization, tz=None, now: datetime | None = None):
-        super().__init__(data if data is not None else {}, queryset=Event.objects.all())
+        super().__init__(data if data is not None else {})
         self.org = org
         self.tz = tz or ZoneInfo("UTC")
         self.now = now or timezone.now()
-        self.filters["action"].extra["choices"] = action_choices(org.plan)
-
-    # -- the form ---------------------------------------------------------------------
+        self.fields["action"].choices = action_choices(org.plan)
+        retention_day = self.retention_start.astimezone(self.tz).date().isoformat()
+        today = self.now.astimezone(self.tz).date().isoformat()
+        for name in ("from", "to"):
+            self.fields[name].widget.attrs.update(min=retention_day, max=today)
 
     @property
-    def form(self):
-        if not hasattr(self, "_form"):
-            form = super().form
-            form.tz = self.tz
-            form.fields["range"].initial = RANGE_DEFAULT
-            retention_day = self.retention_start.astimezone(self.tz).date().isoformat()
-            today = self.now.astimezone(self.tz).date().isoformat()
-            for name in ("from", "to"):
-                form.fields[name].widget.attrs.update(min=retention_day, max=today)
-        return self._form
+    def form(self) -> "EventFilter":
+        """Itself: callers written for the FilterSet this was (exports' views and
+        templates) read `filter.form.errors`."""
+        return self
 
-    @cached_property
-    def data_clean(self) -> dict:
-        """The valid values, with defaults; only call after is_valid()."""
-        cleaned = self.form.cleaned_data
-        return {
-            "q": normalize_term(cleaned.get("q") or ""),
-            "range": cleaned.get("range") or RANGE_DEFAULT,
-            "from": cleaned.get("from"),
-            "to": cleaned.get("to"),
-            "action": list(dict.fromkeys(cleaned.get("action") or [])),
-        }
+    @property
+    def qs(self) -> QuerySet:
+        """The filter's events, newest first: selectors.event_list(filters=self)."""
+        return event_list(filters=self)
+
+    # -- cleaning: typed values with defaults --------------------------------------------
+
+    def clean_q(self) -> str:
+        return normalize_term(self.cleaned_data.get("q") or "")
+
+    def clean_range(self) -> str:
+        return self.cleaned_data.get("range") or RANGE_DEFAULT
+
+    def clean_action(self) -> list[str]:
+        return list(dict.fromkeys(self.cleaned_data.get("action") or []))
+
+    def clean(self):
+        cleaned = super().clean()
+        getlist = getattr(self.data, "getlist", None)
+        if getlist is not None and len(getlist("location")) > 1:
+            self.add_error("location", "Give this only once: the link repeats it.")
+        return cleaned
 
     @property
     def is_custom(self) -> bool:
-        d = self.data_clean
+        d = self.cleaned_data
         return d["range"] == "custom" or d["from"] is not None or d["to"] is not None
 
     @cached_property
@@ -164,7 +281,7 @@ class EventFilter(django_filters.FilterSet):
 
     @cached_property
     def window(self) -> Window:
-        d = self.data_clean
+        d = self.cleaned_data
         if self.is_custom:
             start = as_start(d["from"], self.tz) if d["from"] else self.retention_start
             end = as_end(d["to"], self.tz) if d["to"] else None
@@ -178,70 +295,15 @@ class EventFilter(django_filters.FilterSet):
     def action_ids(self) -> list[int]:
         """Activity ids to filter on; [] means every activity (also when every one the
         plan records is chosen, which is the same set and a cheaper query)."""
-        keys = self.data_clean["action"]
+        keys = self.cleaned_data["action"]
         if not keys or len(keys) >= len(plan_actions(self.org.plan)):
             return []
         return [activity_for_key(k).pk for k in keys]
 
-    # -- the query --------------------------------------------------------------------
-
     @property
-    def qs(self) -> QuerySet:
-        if not hasattr(self, "_qs"):
-            self._qs = (
-                self.filter_queryset(self.queryset) if self.is_valid() else Event.objects.none()
-            )
-        return self._qs
-
-    def filter_queryset(self, queryset: QuerySet) -> QuerySet:
-        if not self.org.plan.audit_log:
-            return queryset.none()
-        qs = queryset.filter(organization=self.org, **self._time_lookups("occurred_at"))
-        if self.action_ids:
-            qs = qs.filter(action_id__in=self.action_ids)
-        if self.data_clean["q"]:
-            qs = qs.filter(id__in=self.term_queryset().values("event_id"))
-        return qs.order_by("-occurred_at", "-id")
-
-    def term_queryset(self) -> QuerySet:
-        """The EventTerm rows of the search, in the window; walk them by primary key."""
-        terms = EventTerm.objects.filter(
-            organization=self.org, term=self.data_clean["q"], **self._time_lookups("occurred_at")
-        )
-        if self.action_ids:
-            terms = terms.filter(event__action_id__in=self.action_ids)
-        return terms
-
-    def _time_lookups(self, field: str) -> dict:
-        lookups = {f"{field}__gte": self.window.start}
-        if self.window.end is not None:
-            lookups[f"{field}__lt"] = self.window.end
-        return lookups
-
-    def keyset_slice(
-        self, position: tuple[datetime, int] | None, newer: bool, limit: int
-    ) -> list[Event]:
-        """Up to `limit` events strictly older (or, with `newer`, newer) than
-        `position` = (occurred_at, id), nearest first; used by selectors.event_page.
-
-        Each shape of filter takes the path its index serves: the events index for
-        the plain list and one activity, the term index for a search, and one
-        index walk per activity merged for several activities."""
-        if not self.is_valid() or not self.org.plan.audit_log:
-            return []
-        from .selectors import keyset_events, keyset_union_ids
-
-        if self.data_clean["q"]:
-            terms = keyset_events(self.term_queryset(), position, newer, id_field="event_id")
-            qs = Event.objects.filter(id__in=terms.values("event_id")[:limit])
-        elif len(self.action_ids) > 1:
-            base = Event.objects.filter(organization=self.org, **self._time_lookups("occurred_at"))
-            ids = keyset_union_ids(base, self.action_ids, position, newer, limit)
-            qs = Event.objects.filter(id__in=ids)
-        else:
-            qs = keyset_events(self.qs, position, newer)
-        order = ("occurred_at", "id") if newer else ("-occurred_at", "-id")
-        return list(qs.select_related("action").order_by(*order)[:limit])
+    def has_row_filters(self) -> bool:
+        """Whether actor, ip, product or location narrow the events (ROW_FILTERS)."""
+        return any(self.cleaned_data[name] for name in ROW_FILTERS)
 
     # -- describing it ----------------------------------------------------------------
 
@@ -249,22 +311,23 @@ class EventFilter(django_filters.FilterSet):
         """Short human phrases for the filters in force, for the export dialog and email."""
         if not self.is_valid():
             return []
-        d = self.data_clean
-        phrases = []
-        if d["q"]:
-            phrases.append(f"Search: {d['q']}")
+        d = self.cleaned_data
+        phrases = [f"Search: {d['q']}"] if d["q"] else []
         phrases.append(self.range_label())
         if d["action"]:
             labels = [activity_for_key(k).label for k in d["action"]]
             phrases.append("Activity: " + ", ".join(labels))
         else:
             phrases.append("All activities")
+        for name in ROW_FILTERS:
+            if d[name]:
+                values = [_location_text(v) if name == "location" else str(v) for v in d[name]]
+                phrases.append(f"{self.fields[name].label}: " + ", ".join(values))
         return phrases
 
     def range_label(self) -> str:
-        d = self.data_clean
         if not self.is_custom:
-            return RANGE_LABELS[d["range"]]
+            return RANGE_LABELS[self.cleaned_data["range"]]
         start, end = self.window.start.astimezone(self.tz), self.window.end
         zone = str(self.tz)
 
@@ -284,7 +347,7 @@ class EventFilter(django_filters.FilterSet):
         window resolved to absolute UTC instants (see the module docstring)."""
         if not self.is_valid():
             raise ValueError("params() needs a valid filter")
-        d = self.data_clean
+        d = self.cleaned_data
         end = self.window.end or self.now
         params: dict = {
             "range": "custom",
@@ -295,14 +358,14 @@ class EventFilter(django_filters.FilterSet):
             params["q"] = d["q"]
         if d["action"]:
             params["action"] = list(d["action"])
-        return params
+        return params | dict(self._row_filter_items())
 
     def query_items(self) -> list[tuple[str, str]]:
         """The filters as the page's own query string (relative presets kept), for
         links that keep them: paging, detail and back."""
         if not self.is_valid():
             return []
-        d = self.data_clean
+        d = self.cleaned_data
         items = [("q", d["q"])] if d["q"] else []
         if self.is_custom:
             items.append(("range", "custom"))
@@ -312,6 +375,17 @@ class EventFilter(django_filters.FilterSet):
         else:
             items.append(("range", d["range"]))
         items += [("action", key) for key in d["action"]]
+        for name, value in self._row_filter_items():
+            items += [(name, value)] if isinstance(value, str) else [(name, v) for v in value]
+        return items
+
+    def _row_filter_items(self) -> list[tuple[str, str | list[str]]]:
+        d = self.cleaned_data
+        items: list[tuple[str, str | list[str]]] = [
+            (name, [str(v) for v in d[name]]) for name in ("actor", "ip", "product") if d[name]
+        ]
+        if d["location"]:
+            items.append(("location", json.dumps(d["location"], ensure_ascii=False)))
         return items
 
     # -- what the form shows ------------------------------------------------------------
@@ -319,7 +393,7 @@ class EventFilter(django_filters.FilterSet):
     @property
     def range_value(self) -> str:
         """The preset the Date range control shows, from the raw input."""
-        data = self.form.data
+        data = self.data
         if (data.get("from") or "").strip() or (data.get("to") or "").strip():
             return "custom"
         value = data.get("range") or RANGE_DEFAULT
@@ -327,8 +401,8 @@ class EventFilter(django_filters.FilterSet):
 
     def activity_groups(self) -> list[tuple[str, list[tuple[str, str, bool]]]]:
         """The Activity choices by category, each with whether it is ticked."""
-        getlist = getattr(self.form.data, "getlist", None)
-        raw = getlist("action") if getlist else self.form.data.get("action") or []
+        getlist = getattr(self.data, "getlist", None)
+        raw = getlist("action") if getlist else self.data.get("action") or []
         chosen = set([raw] if isinstance(raw, str) else raw)
         return [
             (category, [(key, label, key in chosen) for key, label in members])
@@ -347,13 +421,18 @@ class EventFilter(django_filters.FilterSet):
     def error_list(self) -> list[str]:
         """Every problem with the input, each prefixed by the control it concerns."""
         messages = []
-        for name, errors in self.form.errors.items():
-            label = self.form.fields[name].label if name in self.form.fields else ""
+        for name, errors in self.errors.items():
+            label = self.fields[name].label if name in self.fields else ""
             messages += [f"{label}: {error}" if label else error for error in errors]
         return messages
 
     def is_default(self) -> bool:
         return self.query_items() == [("range", RANGE_DEFAULT)]
+
+
+# `from` is a Python keyword, so these two are added by name.
+EventFilter.base_fields["from"] = InstantField(label="From", required=False)
+EventFilter.base_fields["to"] = InstantField(label="To", required=False)
 
 
 def _instant(value: datetime) -> str:
@@ -366,8 +445,5 @@ def _query_value(value) -> str:
     return value.isoformat()
 
 
-# `from` is a Python keyword, so these two are added by name.
-EventFilter.base_filters["from"] = DateOrTimeFilter(
-    label="From", method="_applied_in_filter_queryset"
-)
-EventFilter.base_filters["to"] = DateOrTimeFilter(label="To", method="_applied_in_filter_queryset")
+def _location_text(place: dict[str, str]) -> str:
+    return ", ".join(place[k] for k in ("city", "regionName", "countryName") if k in place)

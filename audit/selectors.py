@@ -1,5 +1,10 @@
 """Reads of audit events reused by the page, the export and the API.
 
+The filter (audit.filters.EventFilter) validates the parameters; the functions here
+turn its values into queries: `event_list` (a queryset, newest first, for the export),
+`event_slice` (one keyset step in either direction, for the API) and `event_page` (a
+page with signed Newer / Older cursors, for the page).
+
 Paging is by keyset over (occurred_at, id), newest first, with cursors signed by
 django.core.signing so they are opaque and cannot be forged; nothing here COUNTs or
 OFFSETs the events table. `event_json` is the event in the REST API's shape."""
@@ -7,22 +12,30 @@ OFFSETs the events table. `event_json` is the event in the REST API's shape."""
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from functools import cached_property
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.conf import settings
 from django.core import signing
-from django.db.models import Q, QuerySet
+from django.db.models import Q, QuerySet, Value
 from django.db.models.expressions import RawSQL
+from django.db.models.functions import Lower
+from django.db.models.lookups import Exact
 from django.http import Http404, HttpRequest
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from orgs.models import Organization
 
-from .models import Activity, Event
+from .models import Activity, Event, EventTerm
+
+if TYPE_CHECKING:
+    from .filters import EventFilter
 
 CURSOR_SALT = "audit.event-page"
+# The API's location keys and the Event columns they compare with.
+LOCATION_KEYS = {"city": "city", "countryName": "country", "regionName": "region"}
 Position = tuple[datetime, int]
 
 
@@ -38,17 +51,24 @@ class CursorError(ValueError):
     """A cursor that was altered, belongs elsewhere or cannot be read."""
 
 
-def cursor_make(event: Event, *, newer: bool, scope: str) -> str:
-    """An opaque, signed cursor for the page just older (or newer) than `event`.
-    `scope` (e.g. the organization id) stops a cursor being replayed elsewhere."""
-    payload = {"s": scope, "t": event.occurred_at.isoformat(), "i": event.pk, "n": int(newer)}
-    return signing.dumps(payload, salt=CURSOR_SALT, compress=True)
+def event_position(event: Event) -> Position:
+    """Where `event` stands in the keyset order: (occurred_at, id)."""
+    return (event.occurred_at, event.pk)
 
 
-def cursor_read(cursor: str, *, scope: str) -> tuple[Position, bool]:
+def cursor_make(position: Position, *, newer: bool, scope: str, salt: str = CURSOR_SALT) -> str:
+    """An opaque, signed cursor for the page just older (or newer) than `position`.
+    `scope` (e.g. the organization id) stops a cursor being replayed elsewhere; the API
+    signs its own cursors with its own `salt`."""
+    when, pk = position
+    payload = {"s": scope, "t": when.isoformat(), "i": pk, "n": int(newer)}
+    return signing.dumps(payload, salt=salt, compress=True)
+
+
+def cursor_read(cursor: str, *, scope: str, salt: str = CURSOR_SALT) -> tuple[Position, bool]:
     """The (occurred_at, id) position and direction of `cursor`, or CursorError."""
     try:
-        payload = signing.loads(cursor, salt=CURSOR_SALT)
+        payload = signing.loads(cursor, salt=salt)
         if payload["s"] != scope:
             raise CursorError("That page link belongs to another audit log.")
         when = parse_datetime(payload["t"])
@@ -112,72 +132,194 @@ def keyset_union_ids(
     return RawSQL(sql, params)
 
 
-class KeysetSource(Protocol):
-    def keyset_slice(self, position: Position | None, newer: bool, limit: int) -> list[Event]: ...
+# -- the filter's queries ---------------------------------------------------------------
+
+
+def _in_force(filters: "EventFilter") -> bool:
+    return filters.is_valid() and filters.org.plan.audit_log
+
+
+def _conditions(filters: "EventFilter", prefix: str = "") -> Q:
+    """The API's row filters (actor, ip, product, location) on Event's columns, each
+    reached through `prefix` (``"event__"`` from EventTerm). They need no index of their
+    own: they are checked on the rows the organization + time walk reads."""
+    d = filters.cleaned_data
+    where = Q()
+    if d["actor"]:
+        by_email = [Exact(Lower(f"{prefix}actor_email"), Lower(Value(a))) for a in d["actor"]]
+        where &= Q(**{f"{prefix}actor_id__in": d["actor"]}) | _any(by_email)
+    if d["ip"]:
+        where &= Q(**{f"{prefix}ip__in": d["ip"]})
+    if d["product"]:
+        ids = [p for p in d["product"] if isinstance(p, int)]
+        kinds = [p for p in d["product"] if isinstance(p, str)]
+        where &= Q(**{f"{prefix}product_id__in": ids}) | Q(**{f"{prefix}product_kind__in": kinds})
+    if d["location"]:
+        places = [
+            Q(**{f"{prefix}{LOCATION_KEYS[key]}": value for key, value in place.items()})
+            for place in d["location"]
+        ]
+        where &= _any(places)
+    return where
+
+
+def _any(conditions: Sequence) -> Q:
+    where = Q(conditions[0])
+    for one in conditions[1:]:
+        where |= Q(one)
+    return where
+
+
+def _window(filters: "EventFilter") -> dict:
+    lookups = {"occurred_at__gte": filters.window.start}
+    if filters.window.end is not None:
+        lookups["occurred_at__lt"] = filters.window.end
+    return lookups
+
+
+def _events(filters: "EventFilter") -> QuerySet:
+    """The organization's events in the window that the row filters let through."""
+    return Event.objects.filter(_conditions(filters), organization=filters.org, **_window(filters))
+
+
+def event_list(*, filters: "EventFilter") -> QuerySet:
+    """The events `filters` selects, newest first (-occurred_at, -id); none when the
+    filter is invalid or the plan has no audit log. Never COUNT it."""
+    if not _in_force(filters):
+        return Event.objects.none()
+    qs = _events(filters)
+    if filters.action_ids:
+        qs = qs.filter(action_id__in=filters.action_ids)
+    if filters.cleaned_data["q"]:
+        qs = qs.filter(id__in=event_term_rows(filters).values("event_id"))
+    return qs.order_by("-occurred_at", "-id")
+
+
+def event_term_rows(filters: "EventFilter") -> QuerySet:
+    """The EventTerm rows of the search, in the window; walk them by primary key."""
+    terms = EventTerm.objects.filter(
+        _conditions(filters, "event__"),
+        organization=filters.org,
+        term=filters.cleaned_data["q"],
+        **_window(filters),
+    )
+    if filters.action_ids:
+        terms = terms.filter(event__action_id__in=filters.action_ids)
+    return terms
+
+
+def event_slice(
+    filters: "EventFilter", position: Position | None, *, newer: bool, limit: int
+) -> list[Event]:
+    """Up to `limit` events strictly older (or, with `newer`, newer) than `position` =
+    (occurred_at, id), nearest first; from the newest without a position.
+
+    Each shape of filter takes the path its index serves: the events index for the
+    plain list and one activity, the term index for a search, and one index walk per
+    activity merged for several activities."""
+    if not _in_force(filters):
+        return []
+    if filters.cleaned_data["q"]:
+        terms = keyset_events(event_term_rows(filters), position, newer, id_field="event_id")
+        qs = Event.objects.filter(id__in=terms.values("event_id")[:limit])
+    elif len(filters.action_ids) > 1:
+        ids = keyset_union_ids(_events(filters), filters.action_ids, position, newer, limit)
+        qs = Event.objects.filter(id__in=ids)
+    else:
+        qs = keyset_events(event_list(filters=filters), position, newer)
+    order = ("occurred_at", "id") if newer else ("-occurred_at", "-id")
+    return list(qs.select_related("action").order_by(*order)[:limit])
+
+
+# -- pages --------------------------------------------------------------------------------
 
 
 @dataclass
 class EventPage:
+    """One page of events, newest first, with the positions of the pages either side
+    (None: there is none) and, given a `scope`, their signed cursors."""
+
     events: list[Event]
-    newer_cursor: str | None = None
-    older_cursor: str | None = None
+    newer_position: Position | None = None
+    older_position: Position | None = None
     cursor_error: str = ""
     cursor: str | None = None  # the cursor this page was reached by, when it was used
+    scope: str = ""
 
     @property
     def is_first(self) -> bool:
-        return self.newer_cursor is None
+        return self.newer_position is None
+
+    @cached_property
+    def newer_cursor(self) -> str | None:
+        return self._cursor(self.newer_position, newer=True)
+
+    @cached_property
+    def older_cursor(self) -> str | None:
+        return self._cursor(self.older_position, newer=False)
+
+    def _cursor(self, position: Position | None, *, newer: bool) -> str | None:
+        if position is None:
+            return None
+        return cursor_make(position, newer=newer, scope=self.scope)
 
 
-def _slice(source, position: Position | None, newer: bool, limit: int) -> list[Event]:
-    if isinstance(source, QuerySet):
-        return list(keyset_events(source, position, newer).select_related("action")[:limit])
-    return source.keyset_slice(position, newer, limit)
+def event_page_at(
+    filters: "EventFilter",
+    position: Position | None,
+    *,
+    newer: bool = False,
+    size: int | None = None,
+    scope: str = "",
+) -> EventPage:
+    """The page of `size` events just older (or, with `newer`, newer) than `position`,
+    newest first; the newest page without a position. Newer than the first page is the
+    first page as it is now; a position with nothing older gives the first page and a
+    message (e.g. it has fallen past the retention window)."""
+    size = size or settings.AUDIT_PAGE_SIZE
+    if position is not None and newer:
+        rows = event_slice(filters, position, newer=True, limit=size + 1)
+        if len(rows) > size:
+            events = rows[:size][::-1]
+            return EventPage(
+                events, event_position(events[0]), event_position(events[-1]), scope=scope
+            )
+        position = None  # back at the newest: show the first page as it is now
+    error, rows = "", []
+    if position is not None:
+        rows = event_slice(filters, position, newer=False, limit=size + 1)
+        if not rows:
+            error = "That page of results is no longer available. Showing the newest activities."
+            position = None
+    if position is None:
+        rows = event_slice(filters, None, newer=False, limit=size + 1)
+    events = rows[:size]
+    return EventPage(
+        events,
+        newer_position=event_position(events[0]) if position is not None and events else None,
+        older_position=event_position(events[-1]) if len(rows) > size else None,
+        cursor_error=error,
+        scope=scope,
+    )
 
 
 def event_page(
-    source: "QuerySet | KeysetSource", cursor: str | None, size: int | None = None, *, scope: str
+    filters: "EventFilter", cursor: str | None, size: int | None = None, *, scope: str
 ) -> EventPage:
-    """One page of events, newest first, from an Event queryset or an EventFilter.
+    """The page `cursor` (signed by cursor_make) leads to, as event_page_at.
 
-    A cursor that is altered, from elsewhere, or whose position has fallen out of the
-    results (e.g. past the retention window) yields the first page and a message."""
-    size = size or settings.AUDIT_PAGE_SIZE
+    A cursor that is altered or from elsewhere yields the first page and a message."""
     position, newer, error = None, False, ""
     if cursor:
         try:
             position, newer = cursor_read(cursor, scope=scope)
         except CursorError as exc:
             error = str(exc)
-    if position is not None and newer:
-        rows = _slice(source, position, True, size + 1)
-        if len(rows) > size:
-            events = rows[:size][::-1]
-            return EventPage(
-                events,
-                newer_cursor=cursor_make(events[0], newer=True, scope=scope),
-                older_cursor=cursor_make(events[-1], newer=False, scope=scope),
-                cursor=cursor,
-            )
-        position = None  # back at the newest: show the first page as it is now
-    rows = _slice(source, position, False, size + 1) if position is not None else []
-    if position is not None and not rows:
-        error = "That page of results is no longer available. Showing the newest activities."
-        position = None
-    if position is None:
-        rows = _slice(source, None, False, size + 1)
-    events = rows[:size]
-    return EventPage(
-        events,
-        newer_cursor=cursor_make(events[0], newer=True, scope=scope)
-        if position is not None and events
-        else None,
-        older_cursor=cursor_make(events[-1], newer=False, scope=scope)
-        if len(rows) > size
-        else None,
-        cursor_error=error,
-        cursor=cursor if position is not None else None,
-    )
+    page = event_page_at(filters, position, newer=newer, size=size, scope=scope)
+    page.cursor_error = error or page.cursor_error
+    if not page.is_first:
+        page.cursor = cursor
+    return page
 
 
 def event_get(org: Organization, event_id: int, *, now: datetime | None = None) -> Event:

@@ -23,7 +23,7 @@ from .services import (
     stored_label,
 )
 from .settings_forms import ActivitySettingForm
-from .tables import EventTable, actor_html, item_rows, local_time, location_text
+from .tables import actor_html, event_rows, item_rows, local_time, location_text
 
 
 @login_required
@@ -35,22 +35,20 @@ def event_list(request, org_id: int):
         return _audit_log_unavailable(request, org)
     tz = viewer_time_zone(request.user)
     events = EventFilter(request.GET, org=org, tz=tz)
-    valid = events.is_valid()
-    page = event_page(events, request.GET.get("cursor"), scope=str(org.pk)) if valid else None
-    query = urlencode(events.query_items())
-    here = urlencode([("cursor", page.cursor)]) if page and page.cursor else ""
-    context = {
-        "org": org,
-        "nav": "events",
-        "filter": events,
+    context = {"org": org, "nav": "events", "filter": events}
+    if not events.is_valid():
+        return render(request, "audit/event_list.html", context, status=400)
+    page = event_page(events, request.GET.get("cursor"), scope=str(org.pk))
+    items = events.query_items()
+    query = urlencode(items)
+    here = urlencode(items + [("cursor", page.cursor)]) if page.cursor else query  # for "back"
+    context |= {
         "page": page,
-        "table": EventTable(
-            page.events if page else [], tz=tz, query="&".join(p for p in (query, here) if p)
-        ),
-        "chart": activity_chart(events) if valid else None,
+        "rows": event_rows(page.events, tz=tz, query=here),
+        "chart": activity_chart(events),
         "query": query,
     }
-    return render(request, "audit/event_list.html", context, status=200 if valid else 400)
+    return render(request, "audit/event_list.html", context)
 
 
 @login_required

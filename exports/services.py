@@ -40,6 +40,7 @@ from django_q.models import OrmQ
 from django_q.tasks import async_task
 
 from audit.catalogue import CATEGORY_BY_KEY
+from audit.selectors import event_list
 from audit.services import Actor, event_record
 from orgs.models import Membership, Organization, Product, User
 
@@ -333,7 +334,7 @@ def _file_write(export: ExportRequest, token: str) -> None:
     final.parent.mkdir(parents=True, exist_ok=True)
     with open(part, "wb") as raw:
         out = _HashingFile(raw, _Lease(export.pk, token))
-        rows = csv_rows_write(out, event_filter.qs, limit=settings.EXPORT_MAX_ROWS)
+        rows = csv_rows_write(out, event_list(filters=event_filter), limit=settings.EXPORT_MAX_ROWS)
         raw.flush()
         os.fsync(raw.fileno())
     finished = timezone.now()

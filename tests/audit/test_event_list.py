@@ -197,6 +197,17 @@ def test_bad_input_shows_what_is_wrong(signed_in, org, params, message):
     assert message in response.content.decode()
 
 
+def test_the_api_filters_work_in_a_link_too(signed_in, org, admin):
+    mine = record(org, actor=Actor.for_user(admin), ip="203.0.113.9")
+    other = record(org, ip="203.0.113.10")
+    body = signed_in.get(url(org, actor="ALICE@acme.test", ip="203.0.113.9")).content.decode()
+    assert f"/events/{mine.pk}/" in body and f"/events/{other.pk}/" not in body
+    assert "ip=203.0.113.9" in body  # kept in the links to the event
+    response = signed_in.get(url(org, location="Berlin"))
+    assert response.status_code == 400
+    assert "Location: Give locations as a JSON array" in response.content.decode()
+
+
 def test_repeated_parameters_are_an_error_not_a_guess(signed_in, org):
     response = signed_in.get(url(org) + "?q=a&q=b")
     assert response.status_code == 400

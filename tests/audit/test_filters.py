@@ -1,15 +1,28 @@
 """EventFilter: the one filter definition the page, the export and the API share."""
 
+import json
 from datetime import UTC, datetime, timedelta
+from ipaddress import ip_address
 from zoneinfo import ZoneInfo
 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from audit.charts import daily_counts
 from audit.filters import EventFilter
-from audit.selectors import cursor_make, event_json, event_page
-from audit.services import Actor, event_record, item, user_item
+from audit.models import Event
+from audit.selectors import (
+    cursor_make,
+    cursor_read,
+    event_json,
+    event_list,
+    event_page,
+    event_page_at,
+    event_position,
+    event_slice,
+)
+from audit.services import SYSTEM, Actor, Location, event_record, item, user_item
 from orgs.models import Organization, Plan
 
 from ..conftest import make_user
@@ -23,7 +36,7 @@ def record(org, action="group_created", ago=timedelta(hours=1), **kw):
 
 
 def ids(f):
-    return [e.pk for e in f.qs]
+    return [e.pk for e in event_list(filters=f)]
 
 
 def test_it_defaults_to_the_last_7_days_newest_first(org):
@@ -51,7 +64,7 @@ def test_it_searches_an_exact_term_case_insensitively(org, admin):
 
 def test_the_search_never_uses_like(org):
     f = EventFilter({"q": "carol@acme.test"}, org=org, now=NOW)
-    sql = str(f.qs.query).upper()
+    sql = str(event_list(filters=f).query).upper()
     assert " LIKE " not in sql
 
 
@@ -114,7 +127,7 @@ def test_bad_input_is_a_form_error(org, data, field):
     f = EventFilter(data, org=org, now=NOW)
     assert not f.is_valid()
     assert field in f.errors
-    assert list(f.qs) == []
+    assert list(event_list(filters=f)) == []
 
 
 def test_params_rebuild_the_same_filter_with_an_absolute_window(org):
@@ -132,8 +145,8 @@ def test_params_rebuild_the_same_filter_with_an_absolute_window(org):
     assert again.is_valid(), again.errors
     assert again.window.start == f.window.start
     assert again.window.end == NOW
-    assert str(again.qs.query) == str(
-        EventFilter(params, org=org, now=NOW + timedelta(hours=5)).qs.query
+    assert str(event_list(filters=again).query) == str(
+        event_list(filters=EventFilter(params, org=org, now=NOW + timedelta(hours=5))).query
     )
 
 
@@ -178,8 +191,8 @@ def test_a_tampered_or_foreign_cursor_gives_the_first_page_and_a_message(org):
     f = EventFilter({}, org=org, now=NOW)
     for cursor in (
         "garbage",
-        cursor_make(event, newer=False, scope="999"),
-        cursor_make(event, newer=False, scope=str(org.pk))[:-2] + "xx",
+        cursor_make(event_position(event), newer=False, scope="999"),
+        cursor_make(event_position(event), newer=False, scope=str(org.pk))[:-2] + "xx",
     ):
         page = event_page(f, cursor, 3, scope=str(org.pk))
         assert page.cursor_error
@@ -216,3 +229,177 @@ def test_event_json_has_the_api_shape(org, admin):
     assert data["attributes"]["time"] == "2026-11-20T11:00:00.000Z"
     assert data["message"] == {"content": event.message, "format": "simple"}
     assert data["links"]["self"].endswith(f"/admin/v1/orgs/{org.pk}/events/{event.pk}")
+
+
+# -- the API's filters: actor, ip, product, location, epoch milliseconds ----------------
+
+PLACES = [
+    Location("Germany", "Berlin", "Berlin"),
+    Location("Germany", "Bavaria", "Munich"),
+    Location("France", "", "Paris"),
+    None,
+]
+PATHS = [{}, {"q": "engineering"}, {"action": ["group_created", "group_deleted"]}]
+
+
+@pytest.fixture
+def varied(org, admin, jira, confluence):
+    """Events of every combination the API's filters tell apart, on all three paths."""
+    actors = [
+        Actor.for_user(admin),
+        Actor(Event.ActorType.USER, "ext-42", "Ext", "Mixed.Case@Example.COM"),
+        Actor.for_token(7, "ci-token"),
+        SYSTEM,
+    ]
+    ips = ["203.0.113.9", "2001:db8::1", None]
+    products = [jira, confluence, None]
+    actions = ["group_created", "group_deleted", "group_renamed"]
+    for n in range(36):
+        record(
+            org,
+            actions[n % 3],
+            ago=timedelta(minutes=n + 1),
+            actor=actors[n % 4],
+            ip=ips[n % 3],
+            product=products[(n // 3) % 3],
+            location=PLACES[(n // 2) % 4],
+            context=[item("group", 1, "engineering" if n % 7 != 3 else "marketing")],
+        )
+    return {"admin": admin, "jira": jira}
+
+
+def matches(event, data) -> bool:
+    """What each API filter means, written out over one event's columns."""
+    actors = data.get("actor", [])
+    if actors and not (
+        event.actor_id in actors or event.actor_email.lower() in {a.lower() for a in actors}
+    ):
+        return False
+    if data.get("ip") and event.ip not in {str(ip_address(a)) for a in data["ip"]}:
+        return False
+    products = data.get("product", [])
+    if products and not (str(event.product_id) in products or event.product_kind in products):
+        return False
+    if "location" in data:
+        columns = {"city": "city", "countryName": "country", "regionName": "region"}
+        places = json.loads(data["location"])
+        if not any(all(getattr(event, columns[k]) == v for k, v in p.items()) for p in places):
+            return False
+    return True
+
+
+def api_cases(varied) -> list[dict]:
+    admin, jira = varied["admin"], varied["jira"]
+    return [
+        {"actor": [str(admin.pk)]},
+        {"actor": ["ALICE@acme.test", "mixed.case@example.com"]},
+        {"actor": ["7", "nobody@acme.test"]},
+        {"ip": ["203.0.113.9"]},
+        {"ip": ["2001:DB8:0::1", "203.0.113.9"]},
+        {"product": ["jira"]},
+        {"product": [str(jira.pk), "confluence"]},
+        {"location": '[{"city": "Berlin", "countryName": "Germany"}]'},
+        {"location": '[{"countryName": "Germany"}, {"city": "Paris"}]'},
+        {"location": '[{"regionName": "Bavaria", "city": "Berlin"}]'},
+        {"actor": [str(admin.pk)], "ip": ["203.0.113.9"], "product": ["jira"]},
+        {"location": '[{"countryName": "Germany"}]', "actor": ["7"]},
+    ]
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_the_api_filters_return_every_match_and_only_matches(org, varied, path):
+    for case in api_cases(varied):
+        data = {**path, **case}
+        f = EventFilter(data, org=org, now=NOW)
+        assert f.is_valid(), (data, f.errors)
+        everything = EventFilter(path, org=org, now=NOW)
+        expected = [e.pk for e in event_list(filters=everything) if matches(e, case)]
+        assert ids(f) == expected, data
+        assert expected or "Bavaria" in case.get("location", ""), data  # no vacuous pass
+        paged, cursor = [], None
+        while True:
+            page = event_page(f, cursor, 4, scope=str(org.pk))
+            paged += [e.pk for e in page.events]
+            if not (cursor := page.older_cursor):
+                break
+        assert paged == expected, data
+
+
+def test_the_api_filters_survive_params_and_links(org, varied):
+    data = {"actor": ["7"], "ip": ["2001:db8::1"], "product": ["jira"]}
+    data["location"] = '[{"city": "Berlin"}]'
+    f = EventFilter(data, org=org, now=NOW)
+    assert f.is_valid(), f.errors
+    again = EventFilter(f.params(), org=org, now=NOW + timedelta(hours=1))
+    assert again.is_valid(), again.errors
+    assert ids(again) == ids(f)
+    assert ("location", '[{"city": "Berlin"}]') in f.query_items()
+    assert "IP address: 2001:db8::1" in f.summary()
+
+
+def test_the_chart_counts_what_the_api_filters_select(org, varied):
+    f = EventFilter({"actor": ["7"], "range": "30d"}, org=org, now=NOW)
+    assert f.is_valid()
+    assert sum(daily_counts(f).values()) == len(ids(f)) > 0
+
+
+@pytest.mark.parametrize(
+    "location",
+    [
+        "Berlin",
+        '{"city": "Berlin"}',
+        "[]",
+        "[{}]",
+        '[{"town": "Berlin"}]',
+        '[{"city": 3}]',
+        '["Berlin"]',
+        "[" * 5000,
+    ],
+)
+def test_a_bad_location_is_a_clear_error(org, location):
+    f = EventFilter({"location": location}, org=org, now=NOW)
+    assert not f.is_valid()
+    assert f.errors["location"], location
+    assert list(event_list(filters=f)) == []
+
+
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("ip", "203.0.113", "is not an IPv4 or IPv6 address"),
+        ("product", "x" * 41, "is not a product"),
+        ("product", "9" * 20, "is not a product"),
+        ("actor", "x" * 255, "too long"),
+    ],
+)
+def test_bad_api_values_are_form_errors(org, field, value, message):
+    f = EventFilter({field: [value]}, org=org, now=NOW)
+    assert not f.is_valid()
+    assert message in str(f.errors[field])
+
+
+def test_from_and_to_may_be_epoch_milliseconds(org):
+    inside = record(org, ago=timedelta(hours=3))
+    record(org, ago=timedelta(hours=30))
+    start = int((NOW - timedelta(hours=4)).timestamp() * 1000)
+    end = int((NOW - timedelta(hours=2)).timestamp() * 1000)
+    f = EventFilter({"from": str(start), "to": str(end)}, org=org, now=NOW)
+    assert f.is_valid(), f.errors
+    assert f.window.start == NOW - timedelta(hours=4)
+    assert f.window.end == NOW - timedelta(hours=2)
+    assert ids(f) == [inside.pk]
+    for bad in ("1700000000", "99999999999999"):  # 1970; 14 digits is not milliseconds
+        assert not EventFilter({"from": bad}, org=org, now=NOW).is_valid(), bad
+
+
+def test_a_page_either_way_from_a_position(org):
+    events = [record(org, ago=timedelta(minutes=n)) for n in range(1, 6)]
+    f = EventFilter({}, org=org, now=NOW)
+    middle = event_position(events[2])
+    older = event_page_at(f, middle, size=2)
+    assert [e.pk for e in older.events] == [events[3].pk, events[4].pk]
+    assert older.newer_position == event_position(events[3]) and older.older_position is None
+    newer = event_slice(f, middle, newer=True, limit=2)
+    assert [e.pk for e in newer] == [events[1].pk, events[0].pk]
+    signed = cursor_make(middle, newer=True, scope="api", salt="api")
+    assert cursor_read(signed, scope="api", salt="api") == (middle, True)

@@ -1,5 +1,6 @@
 """Whatever the query string, the audit log page answers 200 or 400, never 500."""
 
+import json
 from datetime import timedelta
 from urllib.parse import quote
 
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 from audit.services import event_record, item
 
 KEYS = ["q", "range", "from", "to", "action", "cursor", "page", "sort"]
+KEYS += ["actor", "ip", "product", "location"]  # the API's filters: a URL can hold them too
 VALUES = st.one_of(
     st.text(max_size=250),
     st.sampled_from(["24h", "7d", "30d", "90d", "180d", "custom", "group_created", "nope"]),
@@ -19,6 +21,14 @@ VALUES = st.one_of(
     st.datetimes().map(lambda d: d.isoformat()),
     st.text(alphabet="0123456789-T:+Z. ", max_size=40),
     st.just("x" * 201),
+    st.sampled_from(["1700000000000", "203.0.113.9", "jira", '[{"city": "Berlin"}]', "[{}]"]),
+    st.recursive(
+        st.text(max_size=5),
+        lambda inner: (
+            st.lists(inner)
+            | st.dictionaries(st.sampled_from(["city", "countryName", "town"]), inner)
+        ),
+    ).map(json.dumps),
 )
 PAIRS = st.lists(st.tuples(st.sampled_from(KEYS), VALUES), max_size=8)
 
