@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.conf import settings
 from django.core import signing
+from django.db import connection
 from django.db.models import Q, QuerySet, Value
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Lower
@@ -355,23 +356,40 @@ def event_api_path(event: Event) -> str:
     return f"/admin/v1/orgs/{event.organization_id}/events/{event.pk}"
 
 
+def _item_json(item: dict) -> dict:
+    """A stored context / container item {type, id, name[, email]} in the vendor's
+    shape: {id, type, attributes: {name, email...}, links}."""
+    attributes = {k: str(v) for k, v in item.items() if k not in ("id", "type") and v}
+    return {
+        "id": str(item.get("id", "")),
+        "type": str(item.get("type", "")),
+        "attributes": attributes,
+        "links": {},
+    }
+
+
 def event_json(event: Event, request: HttpRequest | None = None) -> dict:
-    """The event as the REST API gives it (DESIGN.md "REST API")."""
+    """The event as the REST API gives it (DESIGN.md "REST API"): one serializer for
+    the API's events endpoints and the event detail page."""
     path = event_api_path(event)
     link = request.build_absolute_uri(path) if request is not None else settings.SITE_URL + path
     return {
         "id": str(event.pk),
         "type": "events",
         "attributes": {
-            "time": event.occurred_at.astimezone(UTC)
-            .isoformat(timespec="milliseconds")
-            .replace("+00:00", "Z"),
+            "time": iso_utc(event.occurred_at),
             "action": _action_key(event),
-            "actor": {"id": event.actor_id, "name": event.actor_name, "email": event.actor_email},
-            "context": event.context,
-            "container": event.container,
+            "actor": {
+                "id": event.actor_id,
+                "name": event.actor_name,
+                "email": event.actor_email,
+                "links": {},
+            },
+            "context": [_item_json(item) for item in event.context],
+            "container": [_item_json(item) for item in event.container],
             "location": {
                 "ip": event.ip or "",
+                "geo": "",  # no coordinates are recorded
                 "countryName": event.country,
                 "regionName": event.region,
                 "city": event.city,
@@ -380,3 +398,99 @@ def event_json(event: Event, request: HttpRequest | None = None) -> dict:
         "message": {"content": event.message, "format": "simple"},
         "links": {"self": link},
     }
+
+
+def iso_utc(moment: datetime) -> str:
+    """ISO 8601 in UTC with milliseconds and Z, as the vendor writes times."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# -- the events stream: every event in the order it was recorded ------------------------
+#
+# The out-of-order commit problem: ids (and recorded_at) are handed out when a row is
+# written, not when its transaction commits. On PostgreSQL a transaction that wrote id
+# 100 may commit after one that wrote id 101; a poller that had already read up to 101
+# would never see 100. So the stream reads in (txid, id) order, txid being the recording
+# transaction's id (a column default, migration 0011), and serves only events whose txid
+# is below the oldest transaction still running (pg_snapshot_xmin): every such
+# transaction has ended, so nothing can later appear before the cursor. An event
+# committed late is served on a later call, after whatever it is ordered behind, and
+# never skipped or served twice. SQLite has one writer at a time and ids in commit order:
+# the stream reads by id.
+
+STREAM_SALT = "audit.api.events-stream"
+StreamPosition = tuple[int, int]  # (txid, id); txid 0 on SQLite
+
+
+def _stream_horizon() -> int:
+    """PostgreSQL: the oldest transaction id still running; no event with a txid at or
+    above it is served yet."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+        return cursor.fetchone()[0]
+
+
+def event_stream_slice(
+    org: Organization,
+    after: StreamPosition | None,
+    *,
+    desc: bool = False,
+    limit: int,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    now: datetime | None = None,
+) -> tuple[list[Event], StreamPosition | None]:
+    """Up to `limit` of the organization's events past `after` in recording order
+    (`desc`: before it, newest first), recorded in [since, until), and the position of
+    the last one (None when there is none). Within the plan's retention only."""
+    now = now or timezone.now()
+    qs = Event.objects.filter(
+        organization=org, occurred_at__gte=now - timedelta(days=org.plan.retention_days)
+    )
+    if since is not None:
+        qs = qs.filter(recorded_at__gte=since)
+    if until is not None:
+        qs = qs.filter(recorded_at__lt=until)
+    if connection.vendor == "postgresql":
+        qs = qs.filter(txid__lt=_stream_horizon())
+        keys = ("txid", "id")
+    else:
+        keys = ("id",)
+    if after is not None:
+        qs = qs.filter(_stream_beyond(after, desc, len(keys) == 2))
+    order = [f"-{k}" for k in keys] if desc else list(keys)
+    rows = list(qs.select_related("action").order_by(*order)[:limit])
+    if not rows:
+        return rows, None
+    last = rows[-1]
+    return rows, (last.txid or 0, last.pk)
+
+
+def _stream_beyond(after: StreamPosition, desc: bool, with_txid: bool) -> Q:
+    txid, pk = after
+    op = "lt" if desc else "gt"
+    if not with_txid:
+        return Q(**{f"id__{op}": pk})
+    return Q(**{f"txid__{op}": txid}) | Q(txid=txid, **{f"id__{op}": pk})
+
+
+def stream_cursor_make(position: StreamPosition | None, *, org: Organization, desc: bool) -> str:
+    """An opaque, signed cursor at `position` (None: the start)."""
+    if position is None:  # the start: before everything, or (desc) after everything
+        position = (2**63 - 1, 2**63 - 1) if desc else (0, 0)
+    txid, pk = position
+    return signing.dumps({"s": org.pk, "x": txid, "i": pk, "d": int(desc)}, salt=STREAM_SALT)
+
+
+def stream_cursor_read(cursor: str, *, org: Organization, desc: bool) -> StreamPosition:
+    try:
+        payload = signing.loads(cursor, salt=STREAM_SALT)
+        if payload["s"] != org.pk:
+            raise CursorError("That cursor belongs to another organization.")
+        if bool(payload["d"]) != desc:
+            raise CursorError("That cursor was made for the other sortOrder.")
+        return int(payload["x"]), int(payload["i"])
+    except CursorError:
+        raise
+    except (signing.BadSignature, ValueError, TypeError, KeyError) as exc:
+        raise CursorError("That cursor is not valid: it may have been cut or changed.") from exc

@@ -50,6 +50,7 @@ INSTALLED_APPS = [
     "django_filters",
     "django_tables2",
     "django_q",
+    "ninja",  # the API docs page's static files (Swagger UI), served locally
     "axes",
     "orgs",
     "audit",
@@ -66,6 +67,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "auditlog_site.middleware.ContentSecurityPolicyMiddleware",
+    # The REST API's rate-limit headers and JSON errors (404, 405, 500 included).
+    "auditlog_site.middleware.ApiResponseMiddleware",
     # Last: turns a sign-in that axes refused into the sign-in page with the lockout.
     "axes.middleware.AxesMiddleware",
 ]

@@ -224,7 +224,17 @@ def test_event_json_has_the_api_shape(org, admin):
         "id": str(admin.pk),
         "name": "Alice Admin",
         "email": "alice@acme.test",
+        "links": {},
     }
+    assert data["attributes"]["context"] == [
+        {
+            "id": str(admin.pk),
+            "type": "user",
+            "attributes": {"name": "Alice Admin", "email": "alice@acme.test"},
+            "links": {},
+        },
+        {"id": "3", "type": "group", "attributes": {"name": "eng"}, "links": {}},
+    ]
     assert data["attributes"]["location"]["ip"] == "203.0.113.9"
     assert data["attributes"]["time"] == "2026-11-20T11:00:00.000Z"
     assert data["message"] == {"content": event.message, "format": "simple"}

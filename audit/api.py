@@ -1,0 +1,535 @@
+"""The organization REST API, wire-compatible with the vendor's Organizations REST API
+(DESIGN.md "REST API"): the same paths under /admin/v1/ and /admin/v2/, the same JSON.
+
+Every call: `Authorization: Bearer <organization API key>` (orgs.services), the key's
+organization only (any other id: 404), a rate limit per key (orgs.ratelimit) reported in
+X-RateLimit-* headers on every response, and errors as
+{"errors": [{"status", "code", "title", "detail"}]}, never HTML and never a traceback.
+The filter is the page's and the export's (audit.filters.EventFilter); the event JSON is
+the detail page's (audit.selectors.event_json). The schemas below are the OpenAPI
+document (/api/openapi.json, rendered at /api/docs).
+"""
+
+from datetime import UTC
+
+from django.conf import settings
+from django.http import HttpRequest, JsonResponse, QueryDict
+from ninja import Field, NinjaAPI, Query, Router, Schema
+from ninja.errors import AuthenticationError, HttpError
+from ninja.errors import ValidationError as NinjaValidationError
+from ninja.security import HttpBearer
+
+from orgs.models import ApiKey, Organization
+from orgs.ratelimit import rate_limit_hit
+from orgs.services import api_key_authenticate
+
+from .catalogue import CATEGORY_BY_KEY
+from .filters import EventFilter, plan_actions
+from .selectors import (
+    CursorError,
+    cursor_make,
+    cursor_read,
+    event_get,
+    event_json,
+    event_position,
+    event_slice,
+    event_stream_slice,
+    iso_utc,
+    stream_cursor_make,
+    stream_cursor_read,
+)
+from .services import client_ip
+
+API_PREFIXES = ("/admin/v1/", "/admin/v2/")
+EVENTS_LIMIT_DEFAULT, EVENTS_LIMIT_MAX = 100, 500
+STREAM_LIMIT_DEFAULT, STREAM_LIMIT_MAX = 200, 500
+API_CURSOR_SALT = "audit.api.events"
+
+
+# -- errors ------------------------------------------------------------------------------
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, title: str, detail: str):
+        super().__init__(detail)
+        self.status, self.code, self.title, self.detail = status, code, title, detail
+
+
+def error_body(status: int, code: str, title: str, detail: str) -> dict:
+    return {"errors": [{"status": str(status), "code": code, "title": title, "detail": detail}]}
+
+
+class ErrorItem(Schema):
+    status: str
+    code: str
+    title: str
+    detail: str
+
+
+class Errors(Schema):
+    errors: list[ErrorItem]
+
+
+ERRORS = {400: Errors, 401: Errors, 403: Errors, 404: Errors, 429: Errors}
+
+
+# -- authentication and rate limit -------------------------------------------------------
+
+
+class ApiKeyAuth(HttpBearer):
+    """The organization API key; then the key's rate limit, whose state the response
+    reports (auditlog_site.middleware.ApiResponseMiddleware adds the headers)."""
+
+    openapi_scheme = "bearer"
+
+    def __call__(self, request: HttpRequest):
+        header = request.headers.get("Authorization", "")
+        if not header.lower().startswith("bearer "):
+            raise ApiError(
+                401, "unauthorized", "Unauthorized", "Send Authorization: Bearer <API key>."
+            )
+        return self.authenticate(request, header[7:].strip())
+
+    def authenticate(self, request: HttpRequest, token: str) -> ApiKey:
+        key = api_key_authenticate(secret=token, ip=client_ip(request))
+        if key is None:
+            raise ApiError(
+                401,
+                "unauthorized",
+                "Unauthorized",
+                "The API key is unknown, revoked or expired.",
+            )
+        limit = rate_limit_hit(f"api:{key.pk}", settings.API_RATE_LIMIT, settings.API_RATE_WINDOW)
+        request.rate_limit = (settings.API_RATE_LIMIT, limit.remaining, limit.reset_epoch)
+        if not limit.allowed:
+            raise ApiError(
+                429,
+                "rate_limited",
+                "Too many requests",
+                f"At most {settings.API_RATE_LIMIT} requests every {settings.API_RATE_WINDOW} "
+                "seconds per key: retry after the time in Retry-After.",
+            )
+        return key
+
+
+api = NinjaAPI(
+    title="Organization audit log API",
+    version="1",
+    description="The vendor's Organizations REST API: organizations, audit log events, "
+    "their actions and a polling stream. Authenticate with an organization API key "
+    "(Security › Audit log › API keys) as `Authorization: Bearer <key>`.",
+    auth=ApiKeyAuth(),
+    urls_namespace="api",
+    openapi_url="api/openapi.json",
+    docs_url="api/docs",
+)
+
+
+@api.exception_handler(ApiError)
+def _api_error(request, exc: ApiError):
+    return api.create_response(
+        request, error_body(exc.status, exc.code, exc.title, exc.detail), status=exc.status
+    )
+
+
+@api.exception_handler(NinjaValidationError)
+def _validation_error(request, exc: NinjaValidationError):
+    problems = []
+    for error in exc.errors:
+        where = ".".join(str(part) for part in error.get("loc", ())[1:]) or "request"
+        problems.append(f"{where}: {error.get('msg', 'invalid')}")
+    detail = "; ".join(problems) or "The request's parameters are not valid."
+    return api.create_response(
+        request, error_body(400, "bad_request", "Bad request", detail), status=400
+    )
+
+
+@api.exception_handler(AuthenticationError)
+def _unauthorized(request, exc):
+    return api.create_response(
+        request,
+        error_body(401, "unauthorized", "Unauthorized", "Send Authorization: Bearer <API key>."),
+        status=401,
+    )
+
+
+@api.exception_handler(HttpError)
+def _http_error(request, exc: HttpError):
+    return api.create_response(
+        request,
+        error_body(exc.status_code, "error", "Error", str(exc)),
+        status=exc.status_code,
+    )
+
+
+def _org(key: ApiKey, org_id: str) -> Organization:
+    """The key's organization when `org_id` names it; 404 for any other id (another
+    organization's key learns nothing about it)."""
+    if org_id != str(key.organization_id):
+        raise ApiError(404, "not_found", "Not found", f"No organization {org_id!r} for this key.")
+    org = key.organization
+    if not org.plan.audit_log:
+        raise ApiError(
+            403,
+            "plan",
+            "Forbidden",
+            f"The {org.plan.name} plan does not include the organization audit log.",
+        )
+    return org
+
+
+def _absolute(request: HttpRequest, path: str, params: QueryDict | None = None) -> str:
+    query = f"?{params.urlencode()}" if params else ""
+    return request.build_absolute_uri(path) + query
+
+
+# -- schemas -----------------------------------------------------------------------------
+
+
+class SelfLink(Schema):
+    self: str
+
+
+class Pages(Schema):
+    self: str
+    prev: str | None = None
+    next: str | None = None
+
+
+class OrgAttributes(Schema):
+    name: str
+
+
+class Org(Schema):
+    id: str
+    type: str = "orgs"
+    attributes: OrgAttributes
+    relationships: dict
+    links: SelfLink
+
+
+class OrgList(Schema):
+    data: list[Org]
+    links: SelfLink
+
+
+class OrgOne(Schema):
+    data: Org
+
+
+class Actor(Schema):
+    id: str
+    name: str
+    email: str
+    links: dict[str, str]
+
+
+class Item(Schema):
+    id: str
+    type: str
+    attributes: dict[str, str]
+    links: dict[str, str]
+
+
+class Location(Schema):
+    ip: str
+    geo: str
+    countryName: str  # noqa: N815 - the vendor's field names
+    regionName: str  # noqa: N815
+    city: str
+
+
+class EventAttributes(Schema):
+    time: str
+    action: str
+    actor: Actor
+    context: list[Item]
+    container: list[Item]
+    location: Location
+    processedAt: str | None = None  # noqa: N815 - only in the events stream
+
+
+class Message(Schema):
+    content: str
+    format: str
+
+
+class Event(Schema):
+    id: str
+    type: str
+    attributes: EventAttributes
+    message: Message
+    links: SelfLink
+
+
+class EventMeta(Schema):
+    next: str | None = None
+    page_size: int
+
+
+class EventList(Schema):
+    data: list[Event]
+    meta: EventMeta
+    links: Pages
+
+
+class EventOne(Schema):
+    data: Event
+
+
+class ActionAttributes(Schema):
+    displayName: str  # noqa: N815
+    groupDisplayName: str  # noqa: N815
+
+
+class Action(Schema):
+    id: str
+    type: str = "event-actions"
+    attributes: ActionAttributes
+
+
+class ActionList(Schema):
+    data: list[Action]
+
+
+class EventsQuery(Schema):
+    cursor: str | None = Field(None, description="meta.next of the previous page")
+    q: str | None = Field(
+        None, description="An exact term: a user's name or email, a group or site name"
+    )
+    from_: str | None = Field(
+        None, alias="from", description="Epoch milliseconds or ISO 8601; inclusive"
+    )
+    to: str | None = Field(None, description="Epoch milliseconds or ISO 8601")
+    action: list[str] | None = Field(None, description="Action keys (event-actions), repeatable")
+    actor: list[str] | None = Field(None, description="Actor ids or emails, repeatable")
+    ip: list[str] | None = Field(None, description="IP addresses, repeatable")
+    product: list[str] | None = Field(None, description="Product kinds (jira) or ids, repeatable")
+    location: str | None = Field(
+        None, description='A JSON array such as [{"city":"Berlin","countryName":"Germany"}]'
+    )
+    limit: int = Field(EVENTS_LIMIT_DEFAULT, ge=1, le=EVENTS_LIMIT_MAX)
+
+
+class StreamQuery(Schema):
+    cursor: str | None = Field(None, description="meta.next of the previous call")
+    from_: str | None = Field(
+        None, alias="from", description="Processed at or after (epoch ms or ISO 8601)"
+    )
+    to: str | None = Field(None, description="Processed before (epoch ms or ISO 8601)")
+    limit: int = Field(STREAM_LIMIT_DEFAULT, ge=1, le=STREAM_LIMIT_MAX)
+    sortOrder: str = Field("asc", pattern="^(asc|desc)$")  # noqa: N815
+
+
+# -- endpoints ---------------------------------------------------------------------------
+
+
+def _org_json(request: HttpRequest, org: Organization, version: str) -> dict:
+    return {
+        "id": str(org.pk),
+        "type": "orgs",
+        "attributes": {"name": org.name},
+        "relationships": {},
+        "links": {"self": _absolute(request, f"/admin/{version}/orgs/{org.pk}")},
+    }
+
+
+def _filter(request: HttpRequest, org: Organization) -> EventFilter:
+    """The page's filter over the API's parameters: the whole retention window unless
+    from / to narrow it; a bad parameter is a 400 naming it."""
+    data = request.GET.copy()
+    for name in ("cursor", "limit", "range", "sortOrder"):
+        data.pop(name, None)
+    data["range"] = "custom"
+    filters = EventFilter(data, org=org, tz=UTC)
+    if not filters.is_valid():
+        detail = "; ".join(
+            f"{name if name != '__all__' else 'request'}: {' '.join(errors)}"
+            for name, errors in filters.errors.items()
+        )
+        raise ApiError(400, "bad_request", "Bad request", detail)
+    return filters
+
+
+def _events_cursor(org: Organization, cursor: str | None):
+    if not cursor:
+        return None
+    try:
+        position, _newer = cursor_read(cursor, scope=f"api:{org.pk}", salt=API_CURSOR_SALT)
+    except CursorError as exc:
+        raise ApiError(400, "bad_cursor", "Bad cursor", str(exc)) from exc
+    return position
+
+
+def events_list(request: HttpRequest, org_id: str, query: EventsQuery, version: str) -> dict:
+    org = _org(request.auth, org_id)
+    filters = _filter(request, org)
+    position = _events_cursor(org, query.cursor)
+    rows = event_slice(filters, position, newer=False, limit=query.limit + 1)
+    events = rows[: query.limit]
+    path = f"/admin/{version}/orgs/{org.pk}/events"
+    body = {
+        "data": [event_json(event, request) for event in events],
+        "meta": {"page_size": len(events)},
+        "links": {"self": _absolute(request, path, request.GET)},
+    }
+    if len(rows) > query.limit:
+        cursor = cursor_make(
+            event_position(events[-1]), newer=False, scope=f"api:{org.pk}", salt=API_CURSOR_SALT
+        )
+        body["meta"]["next"] = cursor
+        params = request.GET.copy()
+        params["cursor"] = cursor
+        body["links"]["next"] = _absolute(request, path, params)
+    if position is not None:
+        params = request.GET.copy()
+        params.pop("cursor", None)
+        body["links"]["prev"] = _absolute(request, path, params)
+    return body
+
+
+def _router(version: str) -> Router:
+    """The same endpoints for /admin/v1/ and /admin/v2/ (clients call either)."""
+    router = Router(tags=[f"{version}"])
+
+    @router.get(
+        "/orgs",
+        response={200: OrgList, **ERRORS},
+        operation_id=f"{version}_orgs",
+        exclude_none=True,
+    )
+    def orgs(request):
+        """The organization of the API key."""
+        org = request.auth.organization
+        return {
+            "data": [_org_json(request, org, version)],
+            "links": {"self": _absolute(request, f"/admin/{version}/orgs")},
+        }
+
+    @router.get(
+        "/orgs/{org_id}",
+        response={200: OrgOne, **ERRORS},
+        operation_id=f"{version}_org",
+        exclude_none=True,
+    )
+    def org_one(request, org_id: str):
+        org = _org(request.auth, org_id)
+        return {"data": _org_json(request, org, version)}
+
+    @router.get(
+        "/orgs/{org_id}/events",
+        response={200: EventList, **ERRORS},
+        operation_id=f"{version}_events",
+        exclude_none=True,
+    )
+    def events(request, org_id: str, query: Query[EventsQuery]):
+        """The organization's events, newest first, filtered as on the audit log page;
+        pages by `meta.next` / `links.next` (absent on the last page)."""
+        return events_list(request, org_id, query, version)
+
+    @router.get(
+        "/orgs/{org_id}/events/{event_id}",
+        response={200: EventOne, **ERRORS},
+        operation_id=f"{version}_event",
+        exclude_none=True,
+    )
+    def event(request, org_id: str, event_id: str):
+        org = _org(request.auth, org_id)
+        if not event_id.isdigit() or int(event_id) >= 2**63:
+            raise ApiError(404, "not_found", "Not found", f"No event {event_id!r}.")
+        try:
+            found = event_get(org, int(event_id))
+        except Exception as exc:  # Http404
+            raise ApiError(404, "not_found", "Not found", f"No event {event_id!r}.") from exc
+        return {"data": event_json(found, request)}
+
+    @router.get(
+        "/orgs/{org_id}/event-actions",
+        response={200: ActionList, **ERRORS},
+        operation_id=f"{version}_event_actions",
+        exclude_none=True,
+    )
+    def event_actions(request, org_id: str):
+        """The actions this organization's plan records (the page's Activity filter)."""
+        org = _org(request.auth, org_id)
+        return {
+            "data": [
+                {
+                    "id": activity.key,
+                    "type": "event-actions",
+                    "attributes": {
+                        "displayName": activity.label,
+                        "groupDisplayName": CATEGORY_BY_KEY[activity.category].label,
+                    },
+                }
+                for activity in plan_actions(org.plan)
+            ]
+        }
+
+    @router.get(
+        "/orgs/{org_id}/events-stream",
+        response={200: EventList, **ERRORS},
+        operation_id=f"{version}_events_stream",
+        exclude_none=True,
+    )
+    def events_stream(request, org_id: str, query: Query[StreamQuery]):
+        """Every event in the order it was recorded (processedAt), for pollers: the
+        cursor comes on the last page too; calling again with it returns only what was
+        recorded since. Never skips or repeats an event, even when recording
+        transactions commit out of order."""
+        return stream_page(request, org_id, query, version)
+
+    return router
+
+
+def stream_page(request: HttpRequest, org_id: str, query: StreamQuery, version: str) -> dict:
+    org = _org(request.auth, org_id)
+    desc = query.sortOrder == "desc"
+    after = None
+    if query.cursor:
+        try:
+            after = stream_cursor_read(query.cursor, org=org, desc=desc)
+        except CursorError as exc:
+            raise ApiError(400, "bad_cursor", "Bad cursor", str(exc)) from exc
+    bounds = _stream_bounds(request, org)
+    rows, last = event_stream_slice(org, after, desc=desc, limit=query.limit, **bounds)
+    path = f"/admin/{version}/orgs/{org.pk}/events-stream"
+    cursor = stream_cursor_make(last or after, org=org, desc=desc)
+    params = request.GET.copy()
+    params["cursor"] = cursor
+    data = []
+    for event in rows:
+        body = event_json(event, request)
+        body["attributes"]["processedAt"] = iso_utc(event.recorded_at)
+        data.append(body)
+    return {
+        "data": data,
+        "meta": {"next": cursor, "page_size": len(data)},
+        "links": {
+            "self": _absolute(request, path, request.GET),
+            "next": _absolute(request, path, params),
+        },
+    }
+
+
+def _stream_bounds(request: HttpRequest, org: Organization) -> dict:
+    """from / to on the processing time, parsed as the filter parses them."""
+    data = {name: request.GET[name] for name in ("from", "to") if request.GET.get(name)}
+    if not data:
+        return {"since": None, "until": None}
+    filters = EventFilter({**data, "range": "custom"}, org=org, tz=UTC)
+    if not filters.is_valid():
+        detail = "; ".join(f"{name}: {' '.join(errors)}" for name, errors in filters.errors.items())
+        raise ApiError(400, "bad_request", "Bad request", detail)
+    window = filters.window
+    return {"since": window.start if "from" in data else None, "until": window.end}
+
+
+api.add_router("admin/v1/", _router("v1"))
+api.add_router("admin/v2/", _router("v2"))
+
+
+def not_found(request: HttpRequest) -> JsonResponse:
+    """Any other path under /admin/v1/ or /admin/v2/."""
+    body = error_body(404, "not_found", "Not found", "There is nothing at this path.")
+    return JsonResponse(body, status=404)
