@@ -1,13 +1,21 @@
 """The cast every test can use: an org on Guard Premium with its admin, a member,
 an outsider and another org; staff; sites and products."""
 
+import email
+import socket
 import threading
+from datetime import datetime, timedelta
+from email.policy import default as default_policy
+from urllib.parse import urlencode
 
 import pytest
-from django.db import connections, transaction
+from django.db import connection, connections, transaction
+from django.urls import reverse
+from django.utils import timezone
 
 from audit.guard import purge_allowed
-
+from audit.models import Event
+from audit.services import event_record, item
 from orgs.models import Membership, Organization, Plan, Product, Site, User
 
 
@@ -119,3 +127,65 @@ def in_threads(fn, count: int = 1) -> list:
         thread.join()
     assert len(results) == count, "a thread failed: see its traceback above"
     return results
+
+
+def record(
+    org: Organization,
+    action: str = "group_created",
+    *,
+    ago: timedelta = timedelta(hours=1),
+    now: datetime | None = None,
+    **fields,
+) -> Event:
+    """One event of `org`, through the recording service, `ago` before `now` (default:
+    the clock); in the group "engineering" unless `context` is given."""
+    fields.setdefault("context", [item("group", 1, "engineering")])
+    when = (now or timezone.now()) - ago
+    return event_record(organization=org, action=action, occurred_at=when, **fields).event
+
+
+def url(name: str, org: Organization, *args, **params) -> str:
+    """The URL of an organization's page `name`, with `params` as its query string
+    (lists repeat their parameter)."""
+    base = reverse(name, args=[org.pk, *args])
+    return f"{base}?{urlencode(params, doseq=True)}" if params else base
+
+
+# Real parts: an SMTP server (aiosmtpd) and the test database's URL for subprocesses.
+
+
+class Inbox:
+    def __init__(self):
+        self.messages: list[email.message.EmailMessage] = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append(email.message_from_bytes(envelope.content, policy=default_policy))
+        return "250 Message accepted for delivery"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def database_url() -> str:
+    """The URL of the test database this process uses, for the worker to open."""
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        if db["NAME"] == ":memory:" or "mode=memory" in str(db["NAME"]):
+            pytest.skip("the SQLite test database is in memory: a worker cannot share it")
+        return f"sqlite:///{db['NAME']}"
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+@pytest.fixture
+def smtp_inbox():
+    from aiosmtpd.controller import Controller
+
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield inbox, controller.port
+    controller.stop()

@@ -1,12 +1,14 @@
 """Activity settings: Stored / Not stored per product, gated by the plan, recorded."""
 
+from functools import partial
+
 import pytest
-from django.urls import reverse
 
 from audit.models import ActivitySetting, Event, EventTerm
 from audit.services import Actor, activity_setting_update, event_record, item
 from orgs.models import Membership, Organization, Product, Site
 from tests.conftest import make_user, plan
+from tests.conftest import url as org_url
 
 TITLE = "Salary review 2027"
 ISSUE_KEY = "HR-1234"
@@ -14,8 +16,7 @@ PRODUCT_ERROR = "Choose one of your organization&#x27;s products."  # as the pag
 META = {"REMOTE_ADDR": "203.0.113.7", "HTTP_USER_AGENT": "Firefox/140 (settings test)"}
 
 
-def url(org) -> str:
-    return reverse("audit:activity-settings", args=[org.pk])
+url = partial(org_url, "audit:activity-settings")
 
 
 def save(client, org, product, content: str, **extra):

@@ -1,7 +1,7 @@
 """The audit log page: access, filters, time zones, paging, chart and query budget."""
 
 from datetime import timedelta
-from urllib.parse import urlencode
+from functools import partial
 
 import pytest
 from django.urls import reverse
@@ -11,18 +11,10 @@ from audit.models import Event
 from audit.services import SYSTEM, Actor, event_record, item, user_item
 from orgs.models import Membership, Organization, Plan
 
-from ..conftest import make_user
+from ..conftest import make_user, record
+from ..conftest import url as org_url
 
-
-def url(org, **params):
-    base = reverse("audit:event-list", args=[org.pk])
-    return f"{base}?{urlencode(params, doseq=True)}" if params else base
-
-
-def record(org, action="group_created", ago=timedelta(hours=1), **kw):
-    kw.setdefault("context", [item("group", 1, "engineering")])
-    when = timezone.now() - ago
-    return event_record(organization=org, action=action, occurred_at=when, **kw).event
+url = partial(org_url, "audit:event-list")
 
 
 @pytest.fixture

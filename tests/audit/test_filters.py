@@ -2,6 +2,7 @@
 
 import json
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from ipaddress import ip_address
 from zoneinfo import ZoneInfo
 
@@ -22,17 +23,16 @@ from audit.selectors import (
     event_position,
     event_slice,
 )
-from audit.services import SYSTEM, Actor, Location, event_record, item, user_item
+from audit.services import SYSTEM, Actor, Location, item, user_item
 from orgs.models import Organization, Plan
 
 from ..conftest import make_user
+from ..conftest import record as shared_record
 
 NOW = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 
 
-def record(org, action="group_created", ago=timedelta(hours=1), **kw):
-    kw.setdefault("context", [item("group", 1, "engineering")])
-    return event_record(organization=org, action=action, occurred_at=NOW - ago, **kw).event
+record = partial(shared_record, now=NOW)
 
 
 def ids(f):

@@ -16,7 +16,7 @@ from django.utils import timezone
 from audit.guard import purge_allowed
 from audit.models import Activity, Event, EventHourlyCount, EventHourlyTotal
 from audit.services import event_record
-from tests.exports.test_export_integration import database_url
+from tests.conftest import database_url
 
 postgres_only = pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL roles")
 

@@ -10,11 +10,10 @@ from django.utils import timezone
 from audit.models import Event
 from audit.retention import PURGE_HOLD_MIN_EVENTS, audit_log_purge
 from audit.services import EventSpec, event_record_batch
-from tests.exports.test_export_integration import smtp_inbox  # noqa: F401 - a fixture
 
 
 @pytest.fixture
-def smtp(settings, smtp_inbox):  # noqa: F811 - the fixture imported above
+def smtp(settings, smtp_inbox):
     inbox, port = smtp_inbox
     settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
     settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", port

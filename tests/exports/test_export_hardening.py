@@ -22,11 +22,10 @@ from exports.services import (
     exports_stalled_fail,
 )
 from exports.tasks import exports_stalled
-from tests.conftest import in_threads, make_user
+from tests.conftest import free_port, in_threads, make_user
 
 from .conftest import record_many, spec
 from .test_export_build import WorkerDied, export_for
-from .test_export_integration import free_port
 
 LEASE = 60
 

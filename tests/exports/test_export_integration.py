@@ -2,26 +2,23 @@
 builds the file against the test database and mails a real SMTP server (aiosmtpd on
 127.0.0.1); the link in the received message downloads the CSV."""
 
-import email
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 from datetime import timedelta
-from email.policy import default as default_policy
 from pathlib import Path
 
 import pytest
-from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 from django_q.conf import Conf
 
 from audit.models import Event
 from exports.models import ExportRequest
+from tests.conftest import database_url
 
 from .conftest import full_spec, parse_csv, record_many
 
@@ -30,43 +27,6 @@ pytestmark = [
     pytest.mark.integration,
     pytest.mark.django_db(transaction=True, serialized_rollback=True),
 ]
-
-
-class Inbox:
-    def __init__(self):
-        self.messages: list[email.message.EmailMessage] = []
-
-    async def handle_DATA(self, server, session, envelope):
-        self.messages.append(email.message_from_bytes(envelope.content, policy=default_policy))
-        return "250 Message accepted for delivery"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def database_url() -> str:
-    """The URL of the test database this process uses, for the worker to open."""
-    db = connection.settings_dict
-    if connection.vendor == "sqlite":
-        if db["NAME"] == ":memory:" or "mode=memory" in str(db["NAME"]):
-            pytest.skip("the SQLite test database is in memory: a worker cannot share it")
-        return f"sqlite:///{db['NAME']}"
-    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
-    return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
-@pytest.fixture
-def smtp_inbox():
-    from aiosmtpd.controller import Controller
-
-    inbox = Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    yield inbox, controller.port
-    controller.stop()
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .test_export_integration import free_port
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration

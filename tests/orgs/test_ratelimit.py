@@ -13,8 +13,7 @@ from django.conf import settings
 from orgs import ratelimit
 from orgs.models import RateLimitCounter
 from orgs.ratelimit import rate_limit_hit, rate_limit_purge
-from tests.conftest import in_threads
-from tests.exports.test_export_integration import database_url
+from tests.conftest import database_url, in_threads
 
 REDIS_URL = os.getenv("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
