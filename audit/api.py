@@ -13,7 +13,7 @@ document (/api/openapi.json, rendered at /api/docs).
 from datetime import UTC
 
 from django.conf import settings
-from django.http import HttpRequest, JsonResponse, QueryDict
+from django.http import Http404, HttpRequest, JsonResponse, QueryDict
 from ninja import Field, NinjaAPI, Query, Router, Schema
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
@@ -395,97 +395,91 @@ def events_list(request: HttpRequest, org_id: str, query: EventsQuery, version: 
     return body
 
 
+def _version(request: HttpRequest) -> str:
+    """ "v1" or "v2": links point back at the version the client called."""
+    return request.path.split("/")[2]
+
+
+def orgs(request):
+    """The organization of the API key."""
+    version = _version(request)
+    return {
+        "data": [_org_json(request, request.auth.organization, version)],
+        "links": {"self": _absolute(request, f"/admin/{version}/orgs")},
+    }
+
+
+def org(request, org_id: str):
+    """One organization: the key's own (any other id: 404)."""
+    return {"data": _org_json(request, _org(request.auth, org_id), _version(request))}
+
+
+def events(request, org_id: str, query: Query[EventsQuery]):
+    """The organization's events, newest first, filtered as on the audit log page;
+    pages by `meta.next` / `links.next` (absent on the last page)."""
+    return _json(events_list(request, org_id, query, _version(request)))
+
+
+def event(request, org_id: str, event_id: str):
+    """One event."""
+    found_org = _org(request.auth, org_id)
+    if not event_id.isdigit() or int(event_id) >= 2**63:
+        raise ApiError(404, "not_found", "Not found", f"No event {event_id!r}.")
+    try:
+        found = event_get(found_org, int(event_id))
+    except Http404 as exc:
+        raise ApiError(404, "not_found", "Not found", f"No event {event_id!r}.") from exc
+    return _json({"data": event_json(found, request)})
+
+
+def event_actions(request, org_id: str):
+    """The actions this organization's plan records (the page's Activity filter)."""
+    found_org = _org(request.auth, org_id)
+    return {
+        "data": [
+            {
+                "id": activity.key,
+                "type": "event-actions",
+                "attributes": {
+                    "displayName": activity.label,
+                    "groupDisplayName": CATEGORY_BY_KEY[activity.category].label,
+                },
+            }
+            for activity in plan_actions(found_org.plan)
+        ]
+    }
+
+
+def events_stream(request, org_id: str, query: Query[StreamQuery]):
+    """Every event in the order it was recorded (processedAt), for pollers: the cursor
+    comes on the last page too; calling again with it returns only what was recorded
+    since. Never skips or repeats an event, even when recording transactions commit
+    out of order (README, "The events stream")."""
+    return _json(stream_page(request, org_id, query, _version(request)))
+
+
+ENDPOINTS = [
+    ("/orgs", orgs, OrgList),
+    ("/orgs/{org_id}", org, OrgOne),
+    ("/orgs/{org_id}/events", events, EventList),
+    ("/orgs/{org_id}/events/{event_id}", event, EventOne),
+    ("/orgs/{org_id}/event-actions", event_actions, ActionList),
+    ("/orgs/{org_id}/events-stream", events_stream, EventList),
+]
+
+
 def _router(version: str) -> Router:
     """The same endpoints for /admin/v1/ and /admin/v2/ (clients call either)."""
-    router = Router(tags=[f"{version}"])
-
-    @router.get(
-        "/orgs",
-        response={200: OrgList, **ERRORS},
-        operation_id=f"{version}_orgs",
-        exclude_none=True,
-    )
-    def orgs(request):
-        """The organization of the API key."""
-        org = request.auth.organization
-        return {
-            "data": [_org_json(request, org, version)],
-            "links": {"self": _absolute(request, f"/admin/{version}/orgs")},
-        }
-
-    @router.get(
-        "/orgs/{org_id}",
-        response={200: OrgOne, **ERRORS},
-        operation_id=f"{version}_org",
-        exclude_none=True,
-    )
-    def org_one(request, org_id: str):
-        org = _org(request.auth, org_id)
-        return {"data": _org_json(request, org, version)}
-
-    @router.get(
-        "/orgs/{org_id}/events",
-        response={200: EventList, **ERRORS},
-        operation_id=f"{version}_events",
-        exclude_none=True,
-    )
-    def events(request, org_id: str, query: Query[EventsQuery]):
-        """The organization's events, newest first, filtered as on the audit log page;
-        pages by `meta.next` / `links.next` (absent on the last page)."""
-        return _json(events_list(request, org_id, query, version))
-
-    @router.get(
-        "/orgs/{org_id}/events/{event_id}",
-        response={200: EventOne, **ERRORS},
-        operation_id=f"{version}_event",
-        exclude_none=True,
-    )
-    def event(request, org_id: str, event_id: str):
-        org = _org(request.auth, org_id)
-        if not event_id.isdigit() or int(event_id) >= 2**63:
-            raise ApiError(404, "not_found", "Not found", f"No event {event_id!r}.")
-        try:
-            found = event_get(org, int(event_id))
-        except Exception as exc:  # Http404
-            raise ApiError(404, "not_found", "Not found", f"No event {event_id!r}.") from exc
-        return _json({"data": event_json(found, request)})
-
-    @router.get(
-        "/orgs/{org_id}/event-actions",
-        response={200: ActionList, **ERRORS},
-        operation_id=f"{version}_event_actions",
-        exclude_none=True,
-    )
-    def event_actions(request, org_id: str):
-        """The actions this organization's plan records (the page's Activity filter)."""
-        org = _org(request.auth, org_id)
-        return {
-            "data": [
-                {
-                    "id": activity.key,
-                    "type": "event-actions",
-                    "attributes": {
-                        "displayName": activity.label,
-                        "groupDisplayName": CATEGORY_BY_KEY[activity.category].label,
-                    },
-                }
-                for activity in plan_actions(org.plan)
-            ]
-        }
-
-    @router.get(
-        "/orgs/{org_id}/events-stream",
-        response={200: EventList, **ERRORS},
-        operation_id=f"{version}_events_stream",
-        exclude_none=True,
-    )
-    def events_stream(request, org_id: str, query: Query[StreamQuery]):
-        """Every event in the order it was recorded (processedAt), for pollers: the
-        cursor comes on the last page too; calling again with it returns only what was
-        recorded since. Never skips or repeats an event, even when recording
-        transactions commit out of order."""
-        return _json(stream_page(request, org_id, query, version))
-
+    router = Router(tags=[version])
+    for path, view, schema in ENDPOINTS:
+        router.add_api_operation(
+            path,
+            ["GET"],
+            view,
+            response={200: schema, **ERRORS},
+            operation_id=f"{version}_{view.__name__}",
+            exclude_none=True,
+        )
     return router
 
 

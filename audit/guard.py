@@ -118,12 +118,18 @@ def _pg_trigger_sql(table: str) -> list[str]:
     return sql
 
 
+_ON = f"PERFORM set_config('{PURGE_SETTING}', 'on', true);"
+_OFF = f"PERFORM set_config('{PURGE_SETTING}', 'off', true);"
+
+
 def _pg_purge_functions_sql(min_days: int) -> list[str]:
     """The retention job's two ways through the guard (see the module docstring)."""
-    on = f"PERFORM set_config('{PURGE_SETTING}', 'on', true);"
-    off = f"PERFORM set_config('{PURGE_SETTING}', 'off', true);"
-    return [
-        f"""
+    return [_pg_purge_batch_sql(min_days), _PG_PURGE_TERMS]
+
+
+def _pg_purge_batch_sql(min_days: int) -> str:
+    on, off = _ON, _OFF
+    return f"""
 CREATE OR REPLACE FUNCTION audit_purge_batch(p_org bigint, p_cutoff timestamptz, p_limit integer)
 RETURNS SETOF audit_event
 LANGUAGE plpgsql SECURITY DEFINER
@@ -173,8 +179,10 @@ BEGIN
     {off}
     RETURN QUERY SELECT * FROM unnest(gone);
 END
-$$""",
-        f"""
+$$"""
+
+
+_PG_PURGE_TERMS = f"""
 CREATE OR REPLACE FUNCTION audit_purge_terms(
     p_org bigint, p_terms varchar[], p_first_at timestamptz, p_first_id bigint,
     p_last_at timestamptz, p_last_id bigint, p_ids bigint[])
@@ -190,7 +198,7 @@ BEGIN
         RAISE EXCEPTION 'audit_eventterm is append-only: the terms of a stored event'
             USING ERRCODE = 'restrict_violation';
     END IF;
-    {on}
+    {_ON}
     -- One key range per term, walked by a LATERAL subquery so that the planner cannot
     -- choose to hash all the organization's terms instead. A writer may commit an
     -- event inside the range after the batch was read; the event_id filter (kept out
@@ -204,11 +212,10 @@ BEGIN
               AND (occurred_at, event_id) <= (p_last_at, p_last_id)
               AND event_id + 0 = ANY(p_ids)) AS t));
     GET DIAGNOSTICS deleted = ROW_COUNT;
-    {off}
+    {_OFF}
     RETURN deleted;
 END
-$$""",
-    ]
+$$"""
 
 
 # SQLite.

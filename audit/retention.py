@@ -139,26 +139,37 @@ def audit_log_purge(
                 organization=org, occurred_at__lt=purge.cutoff
             ).count()
             continue
-        while True:
-            # Past the deadline, stop before the next batch; but a run always does at
-            # least one, so a run that is continued again and again still finishes.
-            if deadline is not None and batches and time.monotonic() >= deadline:
-                result.complete = False
-                break
-            removed = _batch_purge(purge, batch_size)
-            if removed:
-                batches += 1
-                if on_batch is not None:
-                    on_batch(purge)
-            if removed < batch_size:
-                break
-            if pause:
-                time.sleep(pause)
+        batches, result.complete = _org_purge(purge, batch_size, pause, deadline, batches, on_batch)
         if purge.events:
             _purge_record(purge)
         if not result.complete:
             break
     return result
+
+
+def _org_purge(
+    purge: OrgPurge,
+    batch_size: int,
+    pause: float,
+    deadline: float | None,
+    batches: int,
+    on_batch: BatchCallback | None,
+) -> tuple[int, bool]:
+    """One organization's batches; (batches done in the whole run, finished or not)."""
+    while True:
+        # Past the deadline, stop before the next batch; but a run always does at
+        # least one, so a run that is continued again and again still finishes.
+        if deadline is not None and batches and time.monotonic() >= deadline:
+            return batches, False
+        removed = _batch_purge(purge, batch_size)
+        if removed:
+            batches += 1
+            if on_batch is not None:
+                on_batch(purge)
+        if removed < batch_size:
+            return batches, True
+        if pause:
+            time.sleep(pause)
 
 
 def _batch_purge(purge: OrgPurge, batch_size: int) -> int:

@@ -41,21 +41,21 @@ class Command(BaseCommand):
     def worker_start(self) -> subprocess.Popen:
         return self.start("worker", [sys.executable, "manage.py", "qcluster"])
 
+    def worker_died(self, worker: subprocess.Popen, delay: int) -> None:
+        _leftovers_kill(worker)
+        code = worker.wait()
+        self.stderr.write(
+            f"serve: worker (pid {worker.pid}) exited with code {code}; restarting in {delay} s"
+        )
+
     def handle(self, *args, bind: str, workers: int, **options):
         bin_dir = os.path.dirname(sys.executable)
         worker: subprocess.Popen | None = self.worker_start()
+        gunicorn = os.path.join(bin_dir, "gunicorn")
         web = self.start(
             "web",
-            [
-                os.path.join(bin_dir, "gunicorn"),
-                "auditlog_site.wsgi",
-                "--bind",
-                bind,
-                "--workers",
-                str(workers),
-                "--access-logfile",
-                "-",
-            ],
+            [gunicorn, "auditlog_site.wsgi", "--bind", bind, "--workers", str(workers)]
+            + ["--access-logfile", "-"],
         )
         self.stdout.write(
             self.style.SUCCESS(
@@ -82,14 +82,8 @@ class Command(BaseCommand):
         try:
             while not stopping and web.poll() is None:
                 if worker is not None and _exited(worker):
-                    _leftovers_kill(worker)
-                    code = worker.wait()
-                    if time.monotonic() - started >= STABLE_AFTER:
-                        delay = 1
-                    self.stderr.write(
-                        f"serve: worker (pid {worker.pid}) exited with code {code}; "
-                        f"restarting in {delay} s"
-                    )
+                    delay = 1 if time.monotonic() - started >= STABLE_AFTER else delay
+                    self.worker_died(worker, delay)
                     worker, restart_at = None, time.monotonic() + delay
                     delay = min(delay * 2, RESTART_DELAY_MAX)
                 if worker is None and not stopping and time.monotonic() >= restart_at:
