@@ -4,7 +4,7 @@ from django.utils.functional import cached_property
 from django_q import admin as django_q_admin
 from django_q import models as django_q_models
 
-from orgs.admin import DeletionsRecordedMixin
+from orgs.admin import DeletionsRecordedMixin, ReadOnlyAdminMixin
 from orgs.models import Organization
 
 from .models import Activity, ActivitySetting, Event, EventTerm
@@ -17,21 +17,13 @@ from .services import (
 
 
 @admin.register(Activity)
-class ActivityAdmin(admin.ModelAdmin):
+class ActivityAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """The catalogue is code (audit/catalogue.py, copied by migrations): a relabelled
+    activity would relabel every past event. Staff may look, not change."""
+
     list_display = ["key", "label", "category", "user_created", "template"]
     list_filter = ["category", "user_created"]
     search_fields = ["key", "label"]
-
-    # The catalogue is code (audit/catalogue.py, copied by migrations): a relabelled
-    # activity would relabel every past event. Staff may look, not change.
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(ActivitySetting)
@@ -81,7 +73,7 @@ class BoundedCountPaginator(Paginator):
 
 
 @admin.register(Event)
-class EventAdmin(admin.ModelAdmin):
+class EventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
         "occurred_at",
         "organization",
@@ -110,30 +102,12 @@ class EventAdmin(admin.ModelAdmin):
         ).values("event_id")
         return queryset.filter(id__in=event_ids), False
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
 
 # The task queue (django-q2) is monitored here, never edited: a schedule or queued task
 # names any importable function, which the worker runs (os.system, a management command
 # that erases tables...). Jobs are made by migrations and by the app's own code.
-class _ReadOnlyTaskAdmin:
+class _ReadOnlyTaskAdmin(ReadOnlyAdminMixin):
     actions = None  # no "resubmit task" either
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 for _model, _admin_class in [

@@ -41,6 +41,19 @@ from .services import (
 )
 
 
+class ReadOnlyAdminMixin:
+    """Staff may look, not add, change or delete (records that are history or code)."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 class DeletionsRecordedMixin:
     """For a ModelAdmin whose deletions are activities: `deletion_record` runs for each
     object before it goes, whether deleted on its own page or in bulk from the list."""
@@ -359,7 +372,7 @@ class AccessAttemptAdmin(axes_admin.AccessAttemptAdmin):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Read-only: org admins create and revoke keys on their page, where it is recorded.
     The secret is nowhere to show; its hash is not shown either."""
 
@@ -396,12 +409,3 @@ class ApiKeyAdmin(admin.ModelAdmin):
     @admin.display(description="status")
     def status(self, obj: ApiKey) -> str:
         return ApiKey.Status(obj.status).label
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
