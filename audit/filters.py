@@ -47,7 +47,6 @@ from functools import cached_property
 from zoneinfo import ZoneInfo
 
 from django import forms
-from django.db.models import QuerySet
 from django.utils import timezone
 
 from orgs.models import Organization
@@ -63,7 +62,7 @@ from .forms import (
     as_end,
     as_start,
 )
-from .selectors import LOCATION_KEYS, event_list
+from .selectors import LOCATION_KEYS
 from .services import activity_for_key, ip_valid, normalize_term
 
 RANGE_LABELS = dict(RANGE_CHOICES)
@@ -240,17 +239,6 @@ class EventFilter(EventFilterForm):
         today = self.now.astimezone(self.tz).date().isoformat()
         for name in ("from", "to"):
             self.fields[name].widget.attrs.update(min=retention_day, max=today)
-
-    @property
-    def form(self) -> "EventFilter":
-        """Itself: callers written for the FilterSet this was (exports' views and
-        templates) read `filter.form.errors`."""
-        return self
-
-    @property
-    def qs(self) -> QuerySet:
-        """The filter's events, newest first: selectors.event_list(filters=self)."""
-        return event_list(filters=self)
 
     # -- cleaning: typed values with defaults --------------------------------------------
 

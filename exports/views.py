@@ -34,7 +34,7 @@ def _export_start(request: HttpRequest, org: Organization, data) -> ExportReques
     if not org.plan.audit_log:
         messages.error(request, f"The {org.plan.name} plan does not include the audit log.")
     elif not event_filter.is_valid():
-        errors = "; ".join(e for errs in event_filter.form.errors.values() for e in errs)
+        errors = "; ".join(e for errs in event_filter.errors.values() for e in errs)
         messages.error(request, f"Nothing was exported. Check the filters: {errors}")
     else:
         try:

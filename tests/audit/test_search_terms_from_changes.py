@@ -8,6 +8,7 @@ import pytest
 from audit.filters import EventFilter
 from audit.models import EventTerm
 from audit.retention import audit_log_purge
+from audit.selectors import event_list
 from audit.services import Actor, EventSpec, event_record, event_record_batch, item, user_item
 from tests.conftest import make_user
 
@@ -21,7 +22,9 @@ def dana(org):
 
 
 def found(org, q: str) -> list[int]:
-    return [e.pk for e in EventFilter({"q": q, "range": "30d"}, org=org, now=NOW).qs]
+    return [
+        e.pk for e in event_list(filters=EventFilter({"q": q, "range": "30d"}, org=org, now=NOW))
+    ]
 
 
 def email_changed(dana) -> dict:

@@ -108,7 +108,7 @@ def export_make(org, admin, query: dict):
     from exports.services import export_filter
 
     event_filter = export_filter(organization=org, user=admin, filters=query)
-    assert event_filter.is_valid(), event_filter.form.errors
+    assert event_filter.is_valid(), event_filter.errors
     return ExportRequest.objects.create(
         organization=org,
         requested_by=admin,

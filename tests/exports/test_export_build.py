@@ -24,7 +24,7 @@ from .conftest import full_spec, parse_csv, record_many, spec
 
 def export_for(org, user, data=None) -> ExportRequest:
     event_filter = export_filter(organization=org, user=user, filters=data or {})
-    assert event_filter.is_valid(), event_filter.form.errors
+    assert event_filter.is_valid(), event_filter.errors
     return export_request_create(
         organization=org,
         requested_by=user,
