@@ -32,7 +32,8 @@ class DateOrTimeField(forms.Field):
 
     widget = forms.DateInput(attrs={"type": "date"})
     default_error_messages = {
-        "invalid": "“%(value)s” is not a date. Enter a date as YYYY-MM-DD.",
+        "invalid": "“%(value)s” is not a date. Enter a date as YYYY-MM-DD (or an ISO 8601 "
+        "instant, or epoch milliseconds).",
         "out_of_range": "Enter a date between the years 2000 and 2100.",
     }
 
