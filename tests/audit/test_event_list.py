@@ -176,7 +176,7 @@ def test_the_activity_filter_offers_only_what_the_plan_covers(client, db):
 @pytest.mark.parametrize(
     "params,message",
     [
-        ({"from": "not-a-date"}, "Enter a date as YYYY-MM-DD."),
+        ({"from": "not-a-date"}, "Enter a date as YYYY-MM-DD"),
         ({"from": "2026-11-10", "to": "2026-11-01"}, "The end date is before the start date."),
         ({"action": "nope"}, "Unknown activity “nope”"),
         ({"q": "x" * 201}, "at most 200 characters"),

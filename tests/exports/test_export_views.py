@@ -119,7 +119,7 @@ def test_the_confirmation_page_shows_filter_errors(org, admin_client):
     url = reverse("exports:export-new", args=[org.pk])
     response = admin_client.get(url, {"from": "yesterday"})
     assert response.status_code == 200
-    assert "Enter a date as YYYY-MM-DD." in response.content.decode()
+    assert "Enter a date as YYYY-MM-DD" in response.content.decode()
 
 
 @pytest.mark.parametrize("name", ["export-new", "export-create", "export-list"])
