@@ -571,7 +571,7 @@ def _hourly_totals_add(org_id: int, totals: Mapping) -> None:
             f"INSERT INTO {table} (organization_id, hour, count) VALUES (%s, %s, %s) "
             "ON CONFLICT (organization_id, hour) "
             f"DO UPDATE SET count = {table}.count + excluded.count",
-            [(org_id, hour, n) for hour, n in totals.items()],
+            [(org_id, hour, totals[hour]) for hour in sorted(totals)],  # lock order: by hour
         )
 
 
@@ -583,9 +583,10 @@ def _hourly_counts_add(org_id: int, hours: Mapping[tuple[datetime, int], int]) -
         adapt = connection.ops.adapt_datetimefield_value
         _hourly_counts_upsert([(org_id, adapt(hour), a, n) for (hour, a), n in hours.items()])
         return
-    # One statement for the lot, rather than one execution per row.
+    # One statement for the lot, rather than one execution per row; rows in key order, so
+    # two batches over the same hours lock them in the same order (never a deadlock).
     table = EventHourlyCount._meta.db_table
-    keys = list(hours)
+    keys = sorted(hours)
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {table} (organization_id, hour, action_id, count) "
@@ -616,4 +617,4 @@ def _hourly_counts_upsert(rows: list[tuple]) -> None:
         if len(rows) == 1:
             cursor.execute(sql, rows[0])
         else:
-            cursor.executemany(sql, rows)
+            cursor.executemany(sql, sorted(rows))  # lock order: by key

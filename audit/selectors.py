@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from django.conf import settings
 from django.core import signing
 from django.db import connection
-from django.db.models import Q, QuerySet, Value
+from django.db.models import BooleanField, Q, QuerySet, Value
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Lower
 from django.db.models.lookups import Exact
@@ -467,11 +467,15 @@ def event_stream_slice(
 
 
 def _stream_beyond(after: StreamPosition, desc: bool, with_txid: bool) -> Q:
+    """Past `after` in (txid, id) order: on PostgreSQL a row comparison, which the index
+    (organization, txid, id) seeks to directly (an OR of the two columns would make it
+    walk the organization's index from the start, or a whole transaction's events)."""
     txid, pk = after
-    op = "lt" if desc else "gt"
     if not with_txid:
-        return Q(**{f"id__{op}": pk})
-    return Q(**{f"txid__{op}": txid}) | Q(txid=txid, **{f"id__{op}": pk})
+        return Q(id__lt=pk) if desc else Q(id__gt=pk)
+    op = "<" if desc else ">"
+    row = f'("{Event._meta.db_table}"."txid", "{Event._meta.db_table}"."id")'
+    return Q(RawSQL(f"{row} {op} (%s, %s)", [txid, pk], output_field=BooleanField()))
 
 
 def stream_cursor_make(position: StreamPosition | None, *, org: Organization, desc: bool) -> str:
