@@ -69,3 +69,37 @@ def test_create_copy_and_revoke_a_key(page, live_server, org, admin):
     page.set_viewport_size({"width": 390, "height": 844})
     screenshot(page, "api-keys-5-narrow")
     assert earlier.prefix in page.content()
+
+
+def test_the_api_documentation_opens_from_the_keys_tab(page, live_server, org, admin):
+    """Swagger UI at /api/docs renders under the site's Content-Security-Policy (the
+    page fixture fails on any refusal) and calls the API with a key."""
+    _, secret = api_key_create(organization=org, name="Docs", days=7, by=ChangeAuthor(admin))
+    sign_in(page, live_server, admin.email)
+    page.goto(f"{live_server.url}/o/{org.pk}/audit-log/")
+    page.get_by_role("navigation").get_by_role("link", name="API keys").click()
+    page.get_by_role("link", name="API documentation").click()
+    page.wait_for_url(f"{live_server.url}/api/docs")
+    page.locator(".swagger-ui .info .title").filter(
+        has_text="Organization audit log API"
+    ).wait_for()
+    operations = page.locator(".opblock-summary-path")
+    operations.first.wait_for()
+    paths = {text.replace("\u200b", "") for text in operations.all_inner_texts()}
+    assert "/admin/v1/orgs/{org_id}/events" in paths
+    assert "/admin/v2/orgs/{org_id}/events-stream" in paths
+    screenshot(page, "api-docs")
+
+    # Authorize with the key, then Try it out on GET /admin/v1/orgs.
+    page.get_by_role("button", name="Authorize").first.click()
+    page.locator(".modal-ux input").fill(secret)
+    page.locator(".modal-ux button.authorize").click()  # its name is "Apply credentials"
+    page.locator(".modal-ux button.btn-done").click()
+    block = page.locator("#operations-v1-v1_orgs")
+    block.locator(".opblock-summary").click()
+    block.get_by_role("button", name="Try it out").click()
+    block.get_by_role("button", name="Execute").click()
+    body = block.locator(".responses-wrapper .live-responses-table .response-col_description pre")
+    body.first.wait_for()
+    assert f'"name": "{org.name}"' in body.first.inner_text()
+    screenshot(page, "api-docs-try-it-out")
