@@ -364,7 +364,7 @@ def _events_cursor(org: Organization, cursor: str | None):
     try:
         position, _newer = cursor_read(cursor, scope=f"api:{org.pk}", salt=API_CURSOR_SALT)
     except CursorError as exc:
-        raise ApiError(400, "bad_cursor", "Bad cursor", str(exc)) from exc
+        raise ApiError(400, "bad_cursor", "Bad cursor", f"cursor: {exc}") from exc
     return position
 
 
@@ -491,7 +491,7 @@ def stream_page(request: HttpRequest, org_id: str, query: StreamQuery, version: 
         try:
             after = stream_cursor_read(query.cursor, org=org, desc=desc)
         except CursorError as exc:
-            raise ApiError(400, "bad_cursor", "Bad cursor", str(exc)) from exc
+            raise ApiError(400, "bad_cursor", "Bad cursor", f"cursor: {exc}") from exc
     bounds = _stream_bounds(request, org)
     rows, last = event_stream_slice(org, after, desc=desc, limit=query.limit, **bounds)
     path = f"/admin/{version}/orgs/{org.pk}/events-stream"

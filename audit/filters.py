@@ -124,7 +124,7 @@ class RepeatedField(forms.Field):
             if not text:
                 continue
             try:
-                if len(text) > self.max_length:
+                if len(text) > self.max_length or "\x00" in text:  # no column stores NUL
                     raise ValueError(text)
                 one = self.parse(text)
             except ValueError:
@@ -178,7 +178,10 @@ def _is_place(place) -> bool:
     return (
         isinstance(place, dict)
         and bool(place)
-        and all(k in LOCATION_KEYS and isinstance(v, str) for k, v in place.items())
+        and all(
+            k in LOCATION_KEYS and isinstance(v, str) and "\x00" not in v
+            for k, v in place.items()
+        )
     )
 
 
