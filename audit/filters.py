@@ -179,8 +179,7 @@ def _is_place(place) -> bool:
         isinstance(place, dict)
         and bool(place)
         and all(
-            k in LOCATION_KEYS and isinstance(v, str) and "\x00" not in v
-            for k, v in place.items()
+            k in LOCATION_KEYS and isinstance(v, str) and "\x00" not in v for k, v in place.items()
         )
     )
 

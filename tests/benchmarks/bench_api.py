@@ -178,6 +178,11 @@ def main() -> None:
     print(run_header(args.database_url), flush=True)
     if not args.reuse:
         seed(args)
+    from django.db import connection
+
+    if connection.vendor == "postgresql":  # as autovacuum would in time; seed_demo does too
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE")
     from orgs.models import Organization
     from orgs.services import api_key_create
 
