@@ -182,7 +182,8 @@ def main() -> None:
 
     if connection.vendor == "postgresql":  # as autovacuum would in time; seed_demo does too
         with connection.cursor() as cursor:
-            cursor.execute("ANALYZE")
+            for table in connection.introspection.table_names(cursor):
+                cursor.execute(f'ANALYZE "{table}"')
     from orgs.models import Organization
     from orgs.services import api_key_create
 
