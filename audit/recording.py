@@ -116,13 +116,36 @@ def event_terms(
     term: Callable[[str], str] = _term_or_empty,
 ) -> set[str]:
     """An event's search terms, from the values it stores: a user actor's name and
-    email, the site's name, the names and emails of the user, group and site items of
-    its context and container, and the `details` values SEARCHABLE_DETAILS names for
-    its action (emails, user and group names a change shows). Recording and the
-    retention purge both call this, so a term is always found again to be removed.
-    `term` normalizes a value ("" drops it); the recorder passes a cached one."""
-    values = [actor_name, actor_email] if actor_type == _USER else []
-    values.append(site_name)
+    email (actor_terms), the site's name, the names and emails of the user, group and
+    site items of its context and container, and the `details` values
+    SEARCHABLE_DETAILS names for its action (emails, user and group names a change
+    shows) (content_terms). Recording and the retention purge both derive them so, and
+    a term is always found again to be removed. `term` normalizes a value ("" drops
+    it); the recorder passes a cached one, and caches actor_terms per actor."""
+    return actor_terms(actor_type, actor_name, actor_email, term) | content_terms(
+        site_name, items, action, details, term
+    )
+
+
+def actor_terms(
+    actor_type: str, name: str, email: str, term: Callable[[str], str] = _term_or_empty
+) -> set[str]:
+    """The search terms an actor gives its events: a user's name and email."""
+    if actor_type != _USER:
+        return set()
+    return {t for value in (name, email) if value and (t := term(value))}
+
+
+def content_terms(
+    site_name: str,
+    items: Iterable[Mapping],
+    action: str,
+    details: Mapping[str, object] | None,
+    term: Callable[[str], str] = _term_or_empty,
+) -> set[str]:
+    """The search terms of what an event names: its site, its user / group / site items
+    and the details its action makes searchable."""
+    values = [site_name]
     for it in items:
         if it.get("type") in SEARCHABLE_TYPES:
             values += (it.get("name"), it.get("email"))
@@ -238,6 +261,7 @@ class Recorder:
         self._products: dict[tuple, _ProductFacts] = {}
         self._normalized: dict[str, str] = {}
         self._ips: dict[object, str | None] = {}
+        self._actors: dict[Actor, tuple] = {}
 
     def _term(self, value: str) -> str:
         term = self._normalized.get(value)
@@ -246,6 +270,22 @@ class Recorder:
             if len(self._normalized) < _CACHE_LIMIT:
                 self._normalized[value] = term
         return term
+
+    def _actor(self, actor: "Actor") -> tuple[str, str, str, frozenset[str]]:
+        """(stored name, stored email, display name, search terms), once per actor."""
+        try:
+            return self._actors[actor]
+        except KeyError:
+            name, email = actor.name[:200], actor.email[:254]
+            derived = (
+                name,
+                email,
+                actor.display,
+                frozenset(actor_terms(actor.type, name, email, self._term)),
+            )
+            if len(self._actors) < _CACHE_LIMIT:
+                self._actors[actor] = derived
+            return derived
 
     def _ip(self, value: object) -> str | None:
         """ip_valid(value), once per distinct value: a batch repeats a few addresses."""
@@ -326,21 +366,12 @@ class Recorder:
         context, container, content = self._items(spec, facts)
         items = context + container if container else context
         actor: Actor = spec.actor
-        actor_name, actor_email = actor.name[:200], actor.email[:254]
+        actor_name, actor_email, display, terms = self._actor(actor)
         ip = self._ip(spec.ip)
         details = dict(spec.details) if spec.details else {}
-        terms = event_terms(
-            actor_type=actor.type,
-            actor_name=actor_name,
-            actor_email=actor_email,
-            site_name=site_name,
-            items=items,
-            action=spec.action,
-            details=details,
-            term=self._term,
-        )
+        terms = terms | content_terms(site_name, items, spec.action, details, self._term)
         message = template.format_map(
-            _message_values(actor.display, facts, site_name, ip, items, details)
+            _message_values(display, facts, site_name, ip, items, details)
         )
         occurred_at = spec.occurred_at or self.now
         if occurred_at.utcoffset() is None:
