@@ -2,10 +2,12 @@
 an outsider and another org; staff; sites and products."""
 
 import email
+import json
 import socket
 import threading
 from datetime import datetime, timedelta
 from email.policy import default as default_policy
+from ipaddress import ip_address
 from urllib.parse import urlencode
 
 import pytest
@@ -189,3 +191,31 @@ def smtp_inbox():
     controller.start()
     yield inbox, controller.port
     controller.stop()
+
+
+def event_matches(event: Event, params: dict) -> bool:
+    """What each filter of the page and the API means, written out over one event's
+    columns: the oracle the filter tests check the selectors against."""
+    actions = params.get("action", [])
+    if actions and event.action.key not in actions:
+        return False
+    actors = params.get("actor", [])
+    if actors and not (
+        event.actor_id in actors or event.actor_email.lower() in {a.lower() for a in actors}
+    ):
+        return False
+    if params.get("ip") and event.ip not in {str(ip_address(a)) for a in params["ip"]}:
+        return False
+    products = params.get("product", [])
+    if products and not (str(event.product_id) in products or event.product_kind in products):
+        return False
+    if "location" in params:
+        columns = {"city": "city", "countryName": "country", "regionName": "region"}
+        places = json.loads(params["location"])
+        if not any(all(getattr(event, columns[k]) == v for k, v in p.items()) for p in places):
+            return False
+    if "q" in params:
+        names = {str(one.get("name", "")).lower() for one in event.context}
+        if params["q"].strip().lower() not in names | {event.actor_email.lower()}:
+            return False
+    return True

@@ -2,9 +2,7 @@
 returned matches, and no matching event is missing (tests/audit/test_filters.py holds
 the selector-level semantics; this is the same truth through the query string)."""
 
-import json
 from datetime import UTC, timedelta
-from ipaddress import ip_address
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -13,6 +11,7 @@ from django.utils import timezone
 from audit.models import Event
 from audit.services import SYSTEM, Actor, Location, item
 
+from ..conftest import event_matches
 from .conftest import org_events, record
 
 PLACES = [
@@ -48,33 +47,6 @@ def varied(org, admin, jira, confluence):
             context=[item("group", 1, "zeta-team" if n % 5 == 2 else "other-team")],
         )
     return {"admin": admin, "jira": jira, "now": now}
-
-
-def matches(event: Event, params: dict) -> bool:
-    """What each filter means, written out over one event's columns."""
-    actions = params.get("action", [])
-    if actions and event.action.key not in actions:
-        return False
-    actors = params.get("actor", [])
-    if actors and not (
-        event.actor_id in actors or event.actor_email.lower() in {a.lower() for a in actors}
-    ):
-        return False
-    if params.get("ip") and event.ip not in {str(ip_address(a)) for a in params["ip"]}:
-        return False
-    products = params.get("product", [])
-    if products and not (str(event.product_id) in products or event.product_kind in products):
-        return False
-    if "location" in params:
-        columns = {"city": "city", "countryName": "country", "regionName": "region"}
-        places = json.loads(params["location"])
-        if not any(all(getattr(event, columns[k]) == v for k, v in p.items()) for p in places):
-            return False
-    if "q" in params:
-        names = {str(one.get("name", "")).lower() for one in event.context}
-        if params["q"].strip().lower() not in names | {event.actor_email.lower()}:
-            return False
-    return True
 
 
 def every_page(api, org, params: dict, limit: int = 5, version: str = "v1") -> list[int]:
@@ -122,7 +94,7 @@ def test_every_filter_returns_all_its_matches_and_only_them(api, org, varied):
         expected = [
             e.pk
             for e in sorted(everything, key=lambda e: (e.occurred_at, e.pk), reverse=True)
-            if matches(e, params)
+            if event_matches(e, params)
         ]
         assert expected, params  # no vacuous pass
         assert len(expected) < everything.count(), params  # the filter narrows
