@@ -260,10 +260,40 @@ class PasswordResetRequest(models.Model):
         return f"{self.email} from {self.ip} at {self.requested_at:%Y-%m-%d %H:%M}"
 
 
-class ApiKey(models.Model):
-    """An organization's key to the REST API: `alk_<prefix>_<secret part>`. The prefix
-    is visible (it tells keys apart on the page and in the log); the whole key is
-    stored only as its SHA-256 hash, so it is shown once, when created, and never again."""
+class HashedKey(models.Model):
+    """What API keys and ingest keys share: `<scheme>_<prefix>_<secret part>`, the prefix
+    visible (it tells keys apart on pages and in the log), the whole key stored only as
+    its SHA-256 hash, so it is shown once, when created, and never again."""
+
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=8, unique=True)
+    secret_hash = models.CharField("SHA-256 of the key", max_length=64)
+    created_by = models.ForeignKey(
+        User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_by = models.ForeignKey(
+        User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    last_used_ip = models.GenericIPAddressField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return self.label
+
+    @property
+    def label(self) -> str:
+        """How the log and the pages name the key: never the secret."""
+        return f"{self.name} ({self.prefix})"
+
+
+class ApiKey(HashedKey):
+    """An organization's key to the REST API: `alk_<prefix>_<secret part>`."""
 
     class Status(models.TextChoices):
         ACTIVE = "active", "Active"
@@ -273,27 +303,13 @@ class ApiKey(models.Model):
     organization = models.ForeignKey(
         Organization, on_delete=models.CASCADE, related_name="api_keys"
     )
-    name = models.CharField(max_length=100)
-    prefix = models.CharField(max_length=8, unique=True)
-    secret_hash = models.CharField("SHA-256 of the key", max_length=64)
-    created_by = models.ForeignKey(
-        User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
-    )
     # Who created it, copied: the command line has no account, and accounts go.
     creator_name = models.CharField(max_length=150, blank=True)
-    created_at = models.DateTimeField(default=timezone.now)
     expires_at = models.DateTimeField()
-    revoked_at = models.DateTimeField(null=True, blank=True)
-    revoked_by = models.ForeignKey(
-        User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
-    )
-    last_used_at = models.DateTimeField(null=True, blank=True)
-    last_used_ip = models.GenericIPAddressField(null=True, blank=True)
     # Set by the hourly job when it records the key's expiry, so it records it once.
     expiry_recorded_at = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
-        ordering = ["-created_at", "-pk"]
+    class Meta(HashedKey.Meta):
         verbose_name = "API key"
         indexes = [
             models.Index(fields=["organization", "created_at"], name="apikey_org_created"),
@@ -303,14 +319,6 @@ class ApiKey(models.Model):
                 condition=models.Q(expiry_recorded_at__isnull=True, revoked_at__isnull=True),
             ),
         ]
-
-    def __str__(self) -> str:
-        return self.label
-
-    @property
-    def label(self) -> str:
-        """How the log and the page name the key: never the secret."""
-        return f"{self.name} ({self.prefix})"
 
     def status_at(self, now) -> str:
         if self.revoked_at is not None:
@@ -326,6 +334,27 @@ class ApiKey(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status == self.Status.ACTIVE
+
+
+class IngestKey(HashedKey):
+    """A product's credential for sending its events to the ingest endpoint:
+    `ilk_<prefix>_<secret part>`. Another scheme word than API keys', so neither kind
+    authenticates as the other. Staff create and revoke them (Django admin, or
+    `manage.py create_ingest_key`); they do not expire."""
+
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="ingest_keys")
+
+    class Meta(HashedKey.Meta):
+        verbose_name = "ingest key"
+        indexes = [models.Index(fields=["product", "created_at"], name="ingestkey_product_created")]
+
+    @property
+    def status(self) -> str:
+        return "revoked" if self.revoked_at is not None else "active"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
 
 
 class ApiKeyUse(models.Model):

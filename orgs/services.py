@@ -24,6 +24,8 @@ from audit.services import ANONYMOUS, Actor, event_record, item, request_meta, u
 from .models import (
     ApiKey,
     ApiKeyUse,
+    HashedKey,
+    IngestKey,
     Membership,
     Organization,
     PasswordResetRequest,
@@ -349,22 +351,100 @@ def api_key_hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def _api_key_prefix_of(secret: str) -> str | None:
-    scheme, _, rest = secret.partition("_")
+# What API keys and ingest keys share (orgs.models.HashedKey): the text
+# `<scheme>_<prefix>_<secret part>`, its hash, the constant-time lookup, the throttled
+# last-used write and the events' shape. Only the scheme word and the owner differ.
+
+
+def _key_prefix_of(secret: str, scheme: str) -> str | None:
+    """The prefix of a key of `scheme`, or None when the text is not one."""
+    word, _, rest = secret.partition("_")
     prefix, _, random_part = rest.partition("_")
-    if scheme != API_KEY_SCHEME or len(prefix) != API_KEY_PREFIX_LENGTH or not random_part:
+    if word != scheme or len(prefix) != API_KEY_PREFIX_LENGTH or not random_part:
         return None
     return prefix
 
 
-def _api_key_event(*, key: ApiKey, action: str, by: ChangeAuthor | None) -> None:
+def _key_insert(model: type[HashedKey], *, scheme: str, **fields) -> tuple[HashedKey, str]:
+    """A new `model` row with a fresh prefix and hash, and its secret (call inside a
+    transaction)."""
+    for _attempt in range(5):  # 36^8 prefixes: a clash is all but impossible
+        prefix = "".join(secrets.choice(_PREFIX_ALPHABET) for _ in range(API_KEY_PREFIX_LENGTH))
+        random_part = "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(_SECRET_LENGTH))
+        secret = f"{scheme}_{prefix}_{random_part}"
+        try:
+            with transaction.atomic():
+                key = model.objects.create(
+                    prefix=prefix, secret_hash=api_key_hash(secret), **fields
+                )
+            return key, secret
+        except IntegrityError:
+            continue
+    raise RuntimeError(f"no free {model._meta.verbose_name} prefix after 5 attempts")
+
+
+def _key_find(queryset, *, scheme: str, secret: str):
+    """The row of `queryset` whose whole key is `secret` (hashes compared in constant
+    time), else None. Says nothing about revocation or expiry."""
+    prefix = _key_prefix_of(secret or "", scheme)
+    if prefix is None:
+        return None
+    key = queryset.filter(prefix=prefix).first()
+    if key is None or not hmac.compare_digest(key.secret_hash, api_key_hash(secret)):
+        return None
+    return key
+
+
+def _key_last_used_write(key: HashedKey, *, ip: str | None, now) -> None:
+    """Keeps last_used_at / last_used_ip, written at most once a minute per key and
+    address (API_KEY_LAST_USED_EVERY)."""
+    if key.last_used_ip == ip and key.last_used_at is not None:
+        if key.last_used_at > now - API_KEY_LAST_USED_EVERY:
+            return
+    type(key).objects.filter(pk=key.pk).update(last_used_at=now, last_used_ip=ip)
+    key.last_used_at, key.last_used_ip = now, ip
+
+
+def _key_event(
+    *,
+    key: HashedKey,
+    organization: Organization,
+    action: str,
+    by: ChangeAuthor | None,
+    **fields,
+) -> None:
+    """Records `action` on `key`; `by` None is the command line."""
     context = [item("token", key.pk, key.label)]
     if by is None:
         event_record(
-            organization=key.organization, action=action, actor=COMMAND_LINE, context=context
+            organization=organization,
+            action=action,
+            actor=COMMAND_LINE,
+            context=context,
+            **fields,
         )
     else:
-        org_change_record(by=by, organization=key.organization, action=action, context=context)
+        org_change_record(
+            by=by, organization=organization, action=action, context=context, **fields
+        )
+
+
+def _key_revoke(key: HashedKey, *, by: ChangeAuthor | None, now, **active) -> bool:
+    """Marks `key` revoked if its row is still unrevoked (and matches `active`); says
+    whether it did (call inside a transaction)."""
+    revoked_by = by.user if by else None
+    revoked = (
+        type(key)
+        .objects.filter(pk=key.pk, revoked_at__isnull=True, **active)
+        .update(revoked_at=now, revoked_by=revoked_by)
+    )
+    if revoked:
+        key.revoked_at, key.revoked_by = now, revoked_by
+    return bool(revoked)
+
+
+def _api_key_event(*, key: ApiKey, action: str, by: ChangeAuthor | None) -> None:
+    _key_event(key=key, organization=key.organization, action=action, by=by)
 
 
 def api_key_refusal(organization: Organization) -> str:
@@ -393,27 +473,16 @@ def api_key_create(
         raise ApiKeyRefused(f"A key lasts 1 to {API_KEY_DAYS_MAX} days.")
     now = timezone.now()
     with transaction.atomic():
-        for _attempt in range(5):  # 36^8 prefixes: a clash is all but impossible
-            prefix = "".join(secrets.choice(_PREFIX_ALPHABET) for _ in range(8))
-            random_part = "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(_SECRET_LENGTH))
-            secret = f"{API_KEY_SCHEME}_{prefix}_{random_part}"
-            try:
-                with transaction.atomic():
-                    key = ApiKey.objects.create(
-                        organization=organization,
-                        name=name[:100],
-                        prefix=prefix,
-                        secret_hash=api_key_hash(secret),
-                        created_by=by.user if by else None,
-                        creator_name=by.user.display_name if by else COMMAND_LINE.name,
-                        created_at=now,
-                        expires_at=now + timedelta(days=days),
-                    )
-                break
-            except IntegrityError:
-                continue
-        else:
-            raise RuntimeError("no free API key prefix after 5 attempts")
+        key, secret = _key_insert(
+            ApiKey,
+            scheme=API_KEY_SCHEME,
+            organization=organization,
+            name=name[:100],
+            created_by=by.user if by else None,
+            creator_name=by.user.display_name if by else COMMAND_LINE.name,
+            created_at=now,
+            expires_at=now + timedelta(days=days),
+        )
         _api_key_event(key=key, action="audit_log_api_key_created", by=by)
     return key, secret
 
@@ -423,13 +492,10 @@ def api_key_revoke(*, key: ApiKey, by: ChangeAuthor | None) -> bool:
     nothing recorded) when it was already revoked or had expired."""
     now = timezone.now()
     with transaction.atomic():
-        revoked = ApiKey.objects.filter(
-            pk=key.pk, revoked_at__isnull=True, expires_at__gt=now
-        ).update(revoked_at=now, revoked_by=by.user if by else None)
+        revoked = _key_revoke(key, by=by, now=now, expires_at__gt=now)
         if revoked:
-            key.revoked_at, key.revoked_by = now, by.user if by else None
             _api_key_event(key=key, action="audit_log_api_key_revoked", by=by)
-    return bool(revoked)
+    return revoked
 
 
 def _hour_of(moment):
@@ -467,23 +533,17 @@ def api_key_authenticate(*, secret: str, ip: str | None) -> ApiKey | None:
     revoked or expired). Records its use (api_key_use_record: once per address an hour)
     and keeps last_used_at / last_used_ip, written at most once a minute per key and
     address, so a poller does not write on every request."""
-    prefix = _api_key_prefix_of(secret or "")
-    if prefix is None:
-        return None
-    key = ApiKey.objects.select_related("organization__plan").filter(prefix=prefix).first()
-    if key is None or not hmac.compare_digest(key.secret_hash, api_key_hash(secret)):
-        return None
+    queryset = ApiKey.objects.select_related("organization__plan")
+    key = _key_find(queryset, scheme=API_KEY_SCHEME, secret=secret)
     now = timezone.now()
-    if key.status_at(now) != ApiKey.Status.ACTIVE:
+    if key is None or key.status_at(now) != ApiKey.Status.ACTIVE:
         return None
     ip = ip or None
     same_place = key.last_used_ip == ip and key.last_used_at is not None
     # The row for this hour and address was inserted before last_used_* said so.
     if not (same_place and key.last_used_at >= _hour_of(now)):
         api_key_use_record(key=key, ip=ip, now=now)
-    if not (same_place and key.last_used_at > now - API_KEY_LAST_USED_EVERY):
-        ApiKey.objects.filter(pk=key.pk).update(last_used_at=now, last_used_ip=ip)
-        key.last_used_at, key.last_used_ip = now, ip
+    _key_last_used_write(key, ip=ip, now=now)
     return key
 
 
@@ -517,3 +577,66 @@ def api_key_uses_purge(*, now=None) -> int:
     """Removes use rows of hours that are over (kept one hour more for clock skew)."""
     now = now or timezone.now()
     return ApiKeyUse.objects.filter(hour__lt=_hour_of(now) - timedelta(hours=1)).delete()[0]
+
+
+# Ingest keys: a product's credential for sending its events (orgs.models.IngestKey).
+# Staff make them in the Django admin or with `manage.py create_ingest_key`; the ingest
+# endpoint authenticates with ingest_key_authenticate. Their events are the catalogue's
+# API token actions, in the product's organization.
+
+INGEST_KEY_SCHEME = "ilk"
+
+
+class IngestKeyRefused(ValueError):
+    """An ingest key cannot be created: the message says why."""
+
+
+def ingest_key_create(
+    *, product: Product, name: str, by: ChangeAuthor | None
+) -> tuple[IngestKey, str]:
+    """A new ingest key of `product` and its secret, which is nowhere else: show it
+    once. `by` None is the command line. Records `api_token_created` in the product's
+    organization. Raises IngestKeyRefused for a blank name."""
+    name = (name or "").strip()
+    if not name:
+        raise IngestKeyRefused("A key needs a name.")
+    with transaction.atomic():
+        key, secret = _key_insert(
+            IngestKey,
+            scheme=INGEST_KEY_SCHEME,
+            product=product,
+            name=name[:100],
+            created_by=by.user if by else None,
+        )
+        _ingest_key_event(key=key, action="api_token_created", by=by)
+    return key, secret
+
+
+def _ingest_key_event(*, key: IngestKey, action: str, by: ChangeAuthor | None) -> None:
+    product = key.product
+    _key_event(
+        key=key, organization=product.site.organization, action=action, by=by, product=product
+    )
+
+
+def ingest_key_revoke(*, key: IngestKey, by: ChangeAuthor | None) -> bool:
+    """Revokes an active key at once; records `api_token_revoked`. False (and nothing
+    recorded) when it was already revoked."""
+    with transaction.atomic():
+        revoked = _key_revoke(key, by=by, now=timezone.now())
+        if revoked:
+            _ingest_key_event(key=key, action="api_token_revoked", by=by)
+    return revoked
+
+
+def ingest_key_authenticate(*, secret: str, ip: str | None) -> IngestKey | None:
+    """The active ingest key whose whole text is `secret`, with its product, site and
+    organization loaded; else None (malformed, unknown, revoked, or another kind of
+    key). Keeps last_used_at / last_used_ip, written at most once a minute per key and
+    address."""
+    queryset = IngestKey.objects.select_related("product__site__organization__plan")
+    key = _key_find(queryset, scheme=INGEST_KEY_SCHEME, secret=secret)
+    if key is None or not key.is_active:
+        return None
+    _key_last_used_write(key, ip=ip or None, now=timezone.now())
+    return key
