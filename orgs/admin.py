@@ -7,8 +7,11 @@ from axes import admin as axes_admin
 from axes.models import AccessAttempt
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.utils import display_for_value
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.core.exceptions import PermissionDenied
+from django.db.models import Max
+from django.template.response import TemplateResponse
 
 from audit.models import ActivitySetting
 from audit.services import activity_setting_refusal, activity_setting_update, request_meta
@@ -17,6 +20,7 @@ from .forms import UserChangeForm, UserCreationForm
 from .models import (
     ApiKey,
     Group,
+    IngestKey,
     Membership,
     Organization,
     Plan,
@@ -29,6 +33,8 @@ from .services import (
     ChangeAuthor,
     account_memberships_removed_record,
     domain_record,
+    ingest_key_create,
+    ingest_key_revoke,
     membership_change_record,
     membership_record,
     memberships_before,
@@ -337,9 +343,17 @@ class ProductAdmin(admin.ModelAdmin):
         if not change:
             product_added_record(by=ChangeAuthor.from_request(request), product=obj)
 
+    readonly_fields = ["last_ingest_use"]
+
     @admin.display(ordering="site__organization__name")
     def organization(self, obj: Product):
         return obj.site.organization
+
+    @admin.display(description="last ingest use")
+    def last_ingest_use(self, obj: Product):
+        """When any of the product's ingest keys was last used (revoked ones too)."""
+        last = obj.ingest_keys.aggregate(last=Max("last_used_at"))["last"] if obj.pk else None
+        return display_for_value(last, "-")
 
 
 @admin.register(Group)
@@ -409,3 +423,107 @@ class ApiKeyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description="status")
     def status(self, obj: ApiKey) -> str:
         return ApiKey.Status(obj.status).label
+
+
+class IngestKeyAddForm(forms.ModelForm):
+    class Meta:
+        model = IngestKey
+        fields = ["product", "name"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        products = self.fields["product"]
+        products.queryset = Product.objects.select_related("site__organization").order_by(
+            "site__organization__name", "site__name", "kind"
+        )
+        products.label_from_instance = lambda p: f"{p.site.organization.name}: {p}"
+
+
+@admin.register(IngestKey)
+class IngestKeyAdmin(admin.ModelAdmin):
+    """Staff add a key (product and name) and see its secret once, on the page the add
+    answers with (rendered there, never stored, not even in the session); they revoke
+    keys with the list's action. Nothing else changes and nothing is deleted: the hash
+    is not shown. Both are recorded with the staff user, IP and user agent."""
+
+    add_form = IngestKeyAddForm
+    list_display = [
+        "name",
+        "prefix",
+        "product",
+        "organization",
+        "created_at",
+        "last_used_at",
+        "last_used_ip",
+        "status",
+    ]
+    list_filter = ["product__site__organization"]
+    search_fields = ["name", "prefix", "product__site__name", "product__site__organization__name"]
+    list_select_related = ["product__site__organization"]
+    fields = [
+        "product",
+        "name",
+        "prefix",
+        "created_by",
+        "created_at",
+        "revoked_at",
+        "revoked_by",
+        "last_used_at",
+        "last_used_ip",
+    ]
+    readonly_fields = fields
+    actions = ["revoke"]
+
+    def get_form(self, request, obj=None, **kwargs):
+        if obj is None:
+            kwargs["form"] = self.add_form
+        return super().get_form(request, obj, **kwargs)
+
+    def get_fields(self, request, obj=None):
+        return IngestKeyAddForm.Meta.fields if obj is None else self.fields
+
+    def get_readonly_fields(self, request, obj=None):
+        return () if obj is None else self.readonly_fields
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_revoke_permission(self, request) -> bool:
+        return request.user.has_perm("orgs.change_ingestkey")
+
+    def save_model(self, request, obj, form, change):
+        key, secret = ingest_key_create(
+            product=obj.product, name=obj.name, by=ChangeAuthor.from_request(request)
+        )
+        for field in IngestKey._meta.concrete_fields:  # obj becomes the saved key
+            setattr(obj, field.attname, getattr(key, field.attname))
+        obj._state.adding = False
+        obj.new_secret = secret
+
+    def response_add(self, request, obj, post_url_continue=None):
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "key": obj,
+            "secret": obj.new_secret,
+            "title": f"Ingest key {obj.label} created",
+        }
+        return TemplateResponse(request, "admin/orgs/ingestkey/created.html", context)
+
+    @admin.action(description="Revoke selected ingest keys", permissions=["revoke"])
+    def revoke(self, request, queryset):
+        by = ChangeAuthor.from_request(request)
+        keys = queryset.select_related("product__site__organization__plan")
+        revoked = sum(ingest_key_revoke(key=key, by=by) for key in keys)
+        messages.success(request, f"Revoked {revoked} ingest key(s).")
+
+    @admin.display(ordering="product__site__organization__name")
+    def organization(self, obj: IngestKey):
+        return obj.product.site.organization
+
+    @admin.display(description="status")
+    def status(self, obj: IngestKey) -> str:
+        return obj.status.capitalize()
