@@ -365,9 +365,12 @@ def _key_prefix_of(secret: str, scheme: str) -> str | None:
     return prefix
 
 
-def _key_insert(model: type[HashedKey], *, scheme: str, **fields) -> tuple[HashedKey, str]:
-    """A new `model` row with a fresh prefix and hash, and its secret (call inside a
-    transaction)."""
+def _key_insert(
+    model: type[HashedKey], *, scheme: str, name: str, by: ChangeAuthor | None, **fields
+) -> tuple[HashedKey, str]:
+    """A new `model` row named `name`, made by `by` (None: the command line), with a
+    fresh prefix and hash, and its secret (call inside a transaction)."""
+    fields.update(name=name[:100], created_by=by.user if by else None)
     for _attempt in range(5):  # 36^8 prefixes: a clash is all but impossible
         prefix = "".join(secrets.choice(_PREFIX_ALPHABET) for _ in range(API_KEY_PREFIX_LENGTH))
         random_part = "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(_SECRET_LENGTH))
@@ -477,8 +480,8 @@ def api_key_create(
             ApiKey,
             scheme=API_KEY_SCHEME,
             organization=organization,
-            name=name[:100],
-            created_by=by.user if by else None,
+            name=name,
+            by=by,
             creator_name=by.user.display_name if by else COMMAND_LINE.name,
             created_at=now,
             expires_at=now + timedelta(days=days),
@@ -602,11 +605,7 @@ def ingest_key_create(
         raise IngestKeyRefused("A key needs a name.")
     with transaction.atomic():
         key, secret = _key_insert(
-            IngestKey,
-            scheme=INGEST_KEY_SCHEME,
-            product=product,
-            name=name[:100],
-            created_by=by.user if by else None,
+            IngestKey, scheme=INGEST_KEY_SCHEME, product=product, name=name, by=by
         )
         _ingest_key_event(key=key, action="api_token_created", by=by)
     return key, secret

@@ -22,13 +22,10 @@ from orgs.services import (
     ingest_key_create,
     ingest_key_revoke,
 )
+from tests.orgs.test_api_keys import events
 
 IP = "203.0.113.9"
 ADD_URL = "/staff/orgs/ingestkey/"
-
-
-def events(action: str):
-    return list(Event.objects.filter(action__key=action).order_by("id"))
 
 
 @pytest.fixture
