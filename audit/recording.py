@@ -22,10 +22,11 @@ from django.utils import timezone
 from orgs.models import Organization, Plan, Product
 
 from .catalogue import CATEGORY_BY_KEY, CONTENT_TYPES, SEARCHABLE_DETAILS, SEARCHABLE_TYPES
+from .geo import Place, location_for_ip
 from .models import Activity, ActivitySetting, Event, EventHourlyCount, EventHourlyTotal, EventTerm
 
 if TYPE_CHECKING:
-    from .services import Actor, EventSpec
+    from .services import Actor, EventSpec, Location
 
 MAX_TERM_LENGTH = 200
 _USER = Event.ActorType.USER.value
@@ -184,6 +185,7 @@ _OCCURRED_AT = EVENT_COLUMNS.index("occurred_at")
 _ACTION_ID = EVENT_COLUMNS.index("action_id")
 _json_text = DjangoJSONEncoder(separators=(",", ":")).encode
 _CACHE_LIMIT = 10_000  # entries per cache of a Recorder
+_NOT_LOOKED_UP = object()  # an address's location before the recorder has looked it up
 
 
 class MessageValues(dict):
@@ -260,7 +262,7 @@ class Recorder:
         self._rules: dict[str, tuple[str, int, str]] = {}  # for events without a product
         self._products: dict[tuple, _ProductFacts] = {}
         self._normalized: dict[str, str] = {}
-        self._ips: dict[object, str | None] = {}
+        self._ips: dict[object, list] = {}  # value -> [ip or None, location]
         self._actors: dict[Actor, tuple] = {}
 
     def _term(self, value: str) -> str:
@@ -287,15 +289,18 @@ class Recorder:
                 self._actors[actor] = derived
             return derived
 
-    def _ip(self, value: object) -> str | None:
-        """ip_valid(value), once per distinct value: a batch repeats a few addresses."""
-        try:
-            return self._ips[value]
-        except KeyError:
-            ip = ip_valid(value)
+    def _ip(self, value: object, located: bool) -> tuple[str | None, "Location | Place | None"]:
+        """(ip_valid(value), its location from the GeoIP database) once per distinct
+        value: a batch repeats a few addresses. The location is looked up only for an
+        event that has none of its own (`located` false), the first time one needs it."""
+        entry = self._ips.get(value)
+        if entry is None:
+            entry = [ip_valid(value), _NOT_LOOKED_UP]
             if len(self._ips) < _CACHE_LIMIT:
-                self._ips[value] = ip
-            return ip
+                self._ips[value] = entry
+        if not located and entry[1] is _NOT_LOOKED_UP:
+            entry[1] = location_for_ip(entry[0]) if entry[0] else None
+        return entry[0], None if located else entry[1]
 
     def _product(self, product: Product) -> _ProductFacts:
         key = (product.pk, product.kind, product.site_id)
@@ -367,7 +372,9 @@ class Recorder:
         items = context + container if container else context
         actor: Actor = spec.actor
         actor_name, actor_email, display, terms = self._actor(actor)
-        ip = self._ip(spec.ip)
+        location = spec.location  # the caller's location wins over the lookup
+        ip, looked_up = self._ip(spec.ip, location is not None)
+        location = location or looked_up
         details = dict(spec.details) if spec.details else {}
         terms = terms | content_terms(site_name, items, spec.action, details, self._term)
         message = template.format_map(
@@ -376,7 +383,6 @@ class Recorder:
         occurred_at = spec.occurred_at or self.now
         if occurred_at.utcoffset() is None:
             raise ValueError("occurred_at must be timezone-aware")
-        location = spec.location
         params = (
             self.org_id,
             self.db_time(occurred_at),

@@ -259,6 +259,10 @@ else:
 # The audit log itself.
 AUDIT_PAGE_SIZE = envint("AUDIT_PAGE_SIZE", 50)
 AUDIT_RECORD_BATCH_SIZE = envint("AUDIT_RECORD_BATCH_SIZE", 2000)
+# A MaxMind GeoIP2 / GeoLite2 City or DB-IP City Lite .mmdb file (Django's GeoIP2 reads
+# it): events recorded without a location get one from their IP (audit/geo.py). Empty:
+# no lookup.
+GEOIP_PATH = os.getenv("GEOIP_PATH", "")
 # The daily retention job removes expired events in batches of this many, one short
 # transaction each, pausing between them so recording and the page go on meanwhile.
 AUDIT_PURGE_BATCH_SIZE = envint("AUDIT_PURGE_BATCH_SIZE", 1000)
