@@ -81,12 +81,16 @@ class ApiKeyAuth(HttpBearer):
     reports (auditlog_site.middleware.ApiResponseMiddleware adds the headers)."""
 
     openapi_scheme = "bearer"
+    key_kind = "API key"
 
     def __call__(self, request: HttpRequest):
         header = request.headers.get("Authorization", "")
         if not header.lower().startswith("bearer "):
             raise ApiError(
-                401, "unauthorized", "Unauthorized", "Send Authorization: Bearer <API key>."
+                401,
+                "unauthorized",
+                "Unauthorized",
+                f"Send Authorization: Bearer <{self.key_kind}>.",
             )
         return self.authenticate(request, header[7:].strip())
 
@@ -99,17 +103,24 @@ class ApiKeyAuth(HttpBearer):
                 "Unauthorized",
                 "The API key is unknown, revoked or expired.",
             )
-        limit = rate_limit_hit(f"api:{key.pk}", settings.API_RATE_LIMIT, settings.API_RATE_WINDOW)
-        request.rate_limit = (settings.API_RATE_LIMIT, limit.remaining, limit.reset_epoch)
-        if not limit.allowed:
-            raise ApiError(
-                429,
-                "rate_limited",
-                "Too many requests",
-                f"At most {settings.API_RATE_LIMIT} requests every {settings.API_RATE_WINDOW} "
-                "seconds per key: retry after the time in Retry-After.",
-            )
+        rate_limit_apply(request, f"api:{key.pk}", settings.API_RATE_LIMIT)
         return key
+
+
+def rate_limit_apply(request: HttpRequest, counter: str, limit: int) -> None:
+    """Counts the request against `counter` (limit per API_RATE_WINDOW); the response
+    reports the state (request.rate_limit); past the limit, 429."""
+    window = settings.API_RATE_WINDOW
+    hit = rate_limit_hit(counter, limit, window)
+    request.rate_limit = (limit, hit.remaining, hit.reset_epoch)
+    if not hit.allowed:
+        raise ApiError(
+            429,
+            "rate_limited",
+            "Too many requests",
+            f"At most {limit} requests every {window} seconds per key: retry after the "
+            "time in Retry-After.",
+        )
 
 
 api = NinjaAPI(

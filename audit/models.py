@@ -213,3 +213,25 @@ class EventHourlyTotal(models.Model):
 
     def __str__(self) -> str:
         return f"{self.hour:%Y-%m-%d %H}h: {self.count}"
+
+
+class IngestedEvent(models.Model):
+    """The idempotency key of an ingested event: a product's own id for it, unique per
+    product, and the event it was recorded as. Inserted (ON CONFLICT DO NOTHING) in the
+    transaction that records the event, so a resent or concurrently sent event is
+    recorded once. `event_id` is no foreign key: the retention job removes events."""
+
+    # The unique constraint's index serves the foreign key too.
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="+", db_index=False)
+    external_id = models.CharField(max_length=200)
+    event_id = models.BigIntegerField(null=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["product", "external_id"], name="ingestedevent_product_external"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.product_id}:{self.external_id} -> {self.event_id}"

@@ -293,8 +293,16 @@ EXPORT_LEASE = envint("EXPORT_LEASE", 60)
 API_RATE_LIMIT = envint("API_RATE_LIMIT", 600)
 API_RATE_WINDOW = envint("API_RATE_WINDOW", 60)
 RATE_LIMIT_REDIS_URL = os.getenv("RATE_LIMIT_REDIS_URL", "")
-if API_RATE_LIMIT < 1 or API_RATE_WINDOW < 1:
-    raise ImproperlyConfigured("API_RATE_LIMIT and API_RATE_WINDOW must be 1 or more")
+# The ingest endpoint's limit per ingest key, in the same windows.
+INGEST_RATE_LIMIT = envint("INGEST_RATE_LIMIT", 120)
+if min(API_RATE_LIMIT, API_RATE_WINDOW, INGEST_RATE_LIMIT) < 1:
+    raise ImproperlyConfigured(
+        "API_RATE_LIMIT, API_RATE_WINDOW and INGEST_RATE_LIMIT must be 1 or more"
+    )
+# The largest ingest body (POST /ingest/v1/events); Django's own limit on request
+# bodies (2.5 MB by default) is raised to it, or Django would refuse first.
+INGEST_MAX_BODY_BYTES = 5 * 1024 * 1024
+DATA_UPLOAD_MAX_MEMORY_SIZE = INGEST_MAX_BODY_BYTES
 
 LOGGING = {
     "version": 1,

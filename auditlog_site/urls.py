@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path, re_path
 
+from audit import ingest  # noqa: F401 - adds POST /ingest/v1/events to `api`
 from audit.api import api
 from audit.api import not_found as api_not_found
 
@@ -12,7 +13,7 @@ urlpatterns = [
     path("", include("orgs.urls")),
     path("", include("audit.urls")),
     path("", include("exports.urls")),
-    # The REST API: /admin/v1/, /admin/v2/, /api/openapi.json and /api/docs.
+    # The REST API: /admin/v1/, /admin/v2/, /ingest/v1/, /api/openapi.json and /api/docs.
     path("", api.urls),
     re_path(r"^admin/v[12]/", api_not_found),  # any other API path: a JSON 404
 ]

@@ -1,0 +1,271 @@
+"""POST /ingest/v1/events: a product sends its events (README, "Ingest").
+
+`Authorization: Bearer <ingest key>` (orgs.services.ingest_key_authenticate): the key's
+product and that product's organization are where every event goes, whatever the body
+says. Each event is checked on its own (one bad event does not refuse the others) and
+recorded through the one recording service (audit.services.event_record_batch), once:
+the product's id for the event is the idempotency key (audit.models.IngestedEvent).
+"""
+
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.db import connection, transaction
+from django.http import HttpRequest
+from django.utils import timezone
+from ninja import Field, Router, Schema
+from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError, model_validator
+
+from orgs.models import IngestKey, Organization, Product
+from orgs.services import ingest_key_authenticate
+
+from .api import ERRORS, ApiError, ApiKeyAuth, Errors, _json, api, rate_limit_apply
+from .catalogue import ACTION_BY_KEY
+from .models import Event, IngestedEvent
+from .retention import retention_days
+from .services import Actor, EventSpec, Location, client_ip, event_record_batch, ip_valid
+
+EVENTS_MAX = 1000
+FUTURE_LEEWAY = timedelta(minutes=5)
+ITEMS_MAX = 50
+ACTOR_TYPES = {
+    "user": Event.ActorType.USER,
+    "api_token": Event.ActorType.API_TOKEN,
+    "system": Event.ActorType.SYSTEM,
+}
+
+
+class IngestKeyAuth(ApiKeyAuth):
+    """The product's ingest key, its rate limit (INGEST_RATE_LIMIT per API_RATE_WINDOW),
+    then the body's size: all before ninja reads the body."""
+
+    key_kind = "ingest key"
+
+    def authenticate(self, request: HttpRequest, token: str) -> IngestKey:
+        key = ingest_key_authenticate(secret=token, ip=client_ip(request))
+        if key is None:
+            raise ApiError(
+                401, "unauthorized", "Unauthorized", "The ingest key is unknown or revoked."
+            )
+        rate_limit_apply(request, f"ingest:{key.pk}", settings.INGEST_RATE_LIMIT)
+        try:
+            size = len(request.body)
+        except RequestDataTooBig:  # Content-Length over Django's limit, the same size
+            size = settings.INGEST_MAX_BODY_BYTES + 1
+        if size > settings.INGEST_MAX_BODY_BYTES:
+            raise ApiError(
+                413,
+                "too_large",
+                "Payload too large",
+                f"A body may hold at most {settings.INGEST_MAX_BODY_BYTES} bytes: "
+                "send fewer events per request.",
+            )
+        return key
+
+
+# -- one event, in the REST API's vocabulary ---------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a misspelt or foreign field is refused
+
+
+class IngestActor(_Strict):
+    type: Literal["user", "api_token", "system"]
+    id: str = Field("", max_length=64)
+    name: str = Field("", max_length=200)
+    email: str = Field("", max_length=254)
+
+
+class IngestItem(_Strict):
+    type: str = Field(min_length=1, max_length=40)
+    id: str = Field("", max_length=200)
+    name: str = Field("", max_length=500)
+    email: str = Field("", max_length=254)
+
+    @model_validator(mode="after")
+    def _email_on_users_only(self):
+        if self.email and self.type != "user":
+            raise ValueError("email is allowed on user items only")
+        return self
+
+
+class IngestLocation(_Strict):
+    countryName: str = Field("", max_length=100)  # noqa: N815 - the vendor's field names
+    regionName: str = Field("", max_length=100)  # noqa: N815
+    city: str = Field("", max_length=100)
+
+
+class IngestEvent(_Strict):
+    id: str = Field(min_length=1, max_length=200)
+    time: AwareDatetime
+    action: str
+    actor: IngestActor
+    context: list[IngestItem] = Field([], max_length=ITEMS_MAX)
+    container: list[IngestItem] = Field([], max_length=ITEMS_MAX)
+    ip: str | None = None
+    userAgent: str = Field("", max_length=500)  # noqa: N815
+    location: IngestLocation | None = None
+
+
+class IngestBody(Schema):
+    events: list[Any] = Field(
+        min_length=1,
+        max_length=EVENTS_MAX,
+        description="Events: {id, time, action, actor: {type, id, name, email}, context?, "
+        "container?, ip?, userAgent?, location?} (README, Ingest)",
+    )
+
+
+class IngestResult(Schema):
+    id: str | None = None
+    status: Literal["recorded", "duplicate", "not_recorded", "invalid"]
+    eventId: str | None = None  # noqa: N815
+    reason: str | None = None
+    errors: list[str] | None = None
+
+
+class IngestResults(Schema):
+    results: list[IngestResult]
+
+
+def _event_errors(event: IngestEvent, now: datetime, retention: int) -> list[str]:
+    """What the schema cannot say: a catalogue action, a time in range, an address."""
+    errors = []
+    if event.action not in ACTION_BY_KEY:
+        errors.append(f"action: unknown action {event.action!r}")
+    if event.time > now + FUTURE_LEEWAY:
+        errors.append("time: more than 5 minutes in the future")
+    if event.time < now - timedelta(days=retention):
+        errors.append(f"time: older than the plan's retention ({retention} days)")
+    if event.ip is not None and ip_valid(event.ip) is None:
+        errors.append("ip: not an IP address")
+    return errors
+
+
+def _spec(event: IngestEvent, product: Product) -> EventSpec:
+    actor = event.actor
+    place = event.location
+    return EventSpec(
+        action=event.action,
+        actor=Actor(ACTOR_TYPES[actor.type], actor.id, actor.name, actor.email),
+        occurred_at=event.time,
+        product=product,
+        context=[it.model_dump(exclude_defaults=True) for it in event.context],
+        container=[it.model_dump(exclude_defaults=True) for it in event.container],
+        ip=event.ip,
+        user_agent=event.userAgent,
+        location=Location(place.countryName, place.regionName, place.city) if place else None,
+    )
+
+
+def _parse(raw: object, product: Product, now: datetime, retention: int):
+    """(external id, EventSpec) or the invalid result."""
+    try:
+        event = IngestEvent.model_validate(raw)
+    except ValidationError as exc:
+        errors = [
+            f"{'.'.join(str(part) for part in error['loc']) or 'event'}: {error['msg']}"
+            for error in exc.errors()
+        ]
+        result = {"status": "invalid", "errors": errors}
+        if isinstance(raw, dict) and isinstance(raw.get("id"), str):
+            result = {"id": raw["id"], **result}
+        return result
+    errors = _event_errors(event, now, retention)
+    if errors:
+        return {"id": event.id, "status": "invalid", "errors": errors}
+    return event.id, _spec(event, product)
+
+
+# -- recording, once per product and id --------------------------------------------------
+
+
+def _claim(product: Product, external_ids: list[str]) -> set[str]:
+    """Inserts the idempotency rows; the ids whose row is new. A row another transaction
+    is inserting makes this wait for it (PostgreSQL), then count as taken. In sorted
+    order, so two batches holding the same ids in other orders cannot deadlock."""
+    table = IngestedEvent._meta.db_table
+    external_ids = sorted(external_ids)
+    values = ", ".join(["(%s, %s)"] * len(external_ids))
+    params = [value for external_id in external_ids for value in (product.pk, external_id)]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (product_id, external_id) VALUES {values} "  # noqa: S608
+            "ON CONFLICT (product_id, external_id) DO NOTHING RETURNING external_id",
+            params,
+        )
+        return {row[0] for row in cursor.fetchall()}
+
+
+def _record(organization: Organization, product: Product, pending: list) -> dict[str, dict]:
+    """Records the events of `pending` ([(external id, spec)], ids distinct) not recorded
+    before; the result of each id. One transaction: an idempotency row never outlives a
+    failure to record its event, and an event refused by the plan keeps no row."""
+    table = IngestedEvent._meta.db_table
+    with transaction.atomic():
+        new = _claim(product, [external_id for external_id, _ in pending])
+        earlier = IngestedEvent.objects.filter(
+            product=product, external_id__in=[e for e, _ in pending if e not in new]
+        ).values_list("external_id", "event_id")
+        results = {e: {"id": e, "status": "duplicate", "eventId": str(i)} for e, i in earlier}
+        fresh = [(external_id, spec) for external_id, spec in pending if external_id in new]
+        batch = event_record_batch(organization=organization, specs=[s for _, s in fresh])
+        refused = {fresh[index][0]: reason for index, reason in batch.skipped}
+        for external_id, reason in refused.items():
+            results[external_id] = {"id": external_id, "status": "not_recorded", "reason": reason}
+        recorded = list(
+            zip([e for e, _ in fresh if e not in refused], batch.event_ids, strict=True)
+        )
+        for external_id, event_id in recorded:
+            results[external_id] = {
+                "id": external_id,
+                "status": "recorded",
+                "eventId": str(event_id),
+            }
+        IngestedEvent.objects.filter(product=product, external_id__in=list(refused)).delete()
+        with connection.cursor() as cursor:
+            cursor.executemany(
+                f"UPDATE {table} SET event_id = %s WHERE product_id = %s AND external_id = %s",  # noqa: S608
+                [(event_id, product.pk, external_id) for external_id, event_id in recorded],
+            )
+    return results
+
+
+def events_ingest(request: HttpRequest, payload: IngestBody):
+    """Records a product's events, each once (`id` is the idempotency key), into the
+    ingest key's product and organization; one result per event, in order."""
+    product = request.auth.product
+    organization = product.site.organization
+    now, retention = timezone.now(), retention_days(organization)
+    parsed = [_parse(raw, product, now, retention) for raw in payload.events]
+    first: dict[str, EventSpec] = {}
+    for item in parsed:
+        if isinstance(item, tuple):
+            first.setdefault(*item)
+    outcome = _record(organization, product, list(first.items())) if first else {}
+    results, seen = [], set()
+    for item in parsed:
+        if isinstance(item, dict):
+            results.append(item)
+            continue
+        result = dict(outcome[item[0]])
+        if item[0] in seen and result["status"] == "recorded":
+            result["status"] = "duplicate"  # the same id earlier in this batch
+        seen.add(item[0])
+        results.append(result)
+    return _json({"results": results})
+
+
+router = Router(tags=["ingest"], auth=IngestKeyAuth())
+router.add_api_operation(
+    "/events",
+    ["POST"],
+    events_ingest,
+    response={200: IngestResults, **ERRORS, 413: Errors},
+    operation_id="ingest_v1_events",
+    exclude_none=True,
+)
+api.add_router("ingest/v1/", router)

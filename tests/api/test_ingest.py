@@ -1,0 +1,243 @@
+"""POST /ingest/v1/events: a product's events, each recorded once, through the one
+recording service, into the ingest key's product and organization."""
+
+import itertools
+import json
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test import Client
+from django.utils import timezone
+
+from audit.models import ActivitySetting, Event, EventTerm, IngestedEvent
+from orgs.models import Product, Site
+from orgs.services import ingest_key_create, ingest_key_revoke
+
+from ..conftest import in_threads, plan
+from .test_rate_limit import WINDOW, assert_rate_headers, steady_window
+
+URL = "/ingest/v1/events"
+
+
+@pytest.fixture
+def ingest_secret(jira) -> str:
+    return ingest_key_create(product=jira, name="Jira webhook", by=None)[1]
+
+
+def post(client: Client, secret: str | None, body, **headers):
+    data = body if isinstance(body, str | bytes) else json.dumps(body)
+    if secret is not None:
+        headers["Authorization"] = f"Bearer {secret}"
+    return client.post(URL, data, content_type="application/json", headers=headers)
+
+
+def event(external_id: str, action: str = "group_created", ago=timedelta(minutes=1), **extra):
+    body = {
+        "id": external_id,
+        "time": (timezone.now() - ago).isoformat(),
+        "action": action,
+        "actor": {"type": "user", "id": "u-7", "name": "Dana Dev", "email": "dana@acme.test"},
+        "context": [{"type": "group", "id": "g1", "name": "engineering"}],
+    }
+    return {**body, **extra}
+
+
+def ingest(client, secret, events, status: int = 200) -> list[dict]:
+    response = post(client, secret, {"events": events})
+    assert response.status_code == status, response.content[:800]
+    return response.json()["results"] if status == 200 else response.json()["errors"]
+
+
+def test_it_records_each_event_in_the_keys_product_and_the_api_lists_them(
+    client, api, org, jira, ingest_secret
+):
+    before = Event.objects.count()
+    results = ingest(
+        client,
+        ingest_secret,
+        [
+            event("a1", ip="203.0.113.9", userAgent="jira/10", location={"city": "Berlin"}),
+            event("a2", actor={"type": "system"}),
+        ],
+    )
+    assert [(r["id"], r["status"]) for r in results] == [("a1", "recorded"), ("a2", "recorded")]
+    first = Event.objects.get(pk=results[0]["eventId"])
+    assert (first.organization_id, first.product_id, first.product_kind) == (
+        org.pk,
+        jira.pk,
+        "jira",
+    )
+    assert (first.actor_type, first.actor_name, first.ip, first.city) == (
+        "user",
+        "Dana Dev",
+        "203.0.113.9",
+        "Berlin",
+    )
+    assert Event.objects.get(pk=results[1]["eventId"]).actor_type == Event.ActorType.SYSTEM
+    assert Event.objects.count() == before + 2
+    assert EventTerm.objects.filter(event_id=first.pk, term="dana@acme.test").exists()
+    listed = api.json(f"/admin/v1/orgs/{org.pk}/events", {"q": "engineering"})
+    assert {e["id"] for e in listed["data"]} == {results[0]["eventId"], results[1]["eventId"]}
+
+
+def test_the_same_batch_twice_answers_duplicates_and_records_nothing_new(
+    client, org, ingest_secret
+):
+    batch = [event("b1"), event("b2")]
+    first = ingest(client, ingest_secret, batch)
+    count, claimed = Event.objects.count(), IngestedEvent.objects.count()
+    again = ingest(client, ingest_secret, batch)
+    assert [r["status"] for r in again] == ["duplicate", "duplicate"]
+    assert [r["eventId"] for r in again] == [r["eventId"] for r in first]
+    assert (Event.objects.count(), IngestedEvent.objects.count()) == (count, claimed)
+
+
+def test_a_mixed_batch_answers_each_event_in_order(client, org, ingest_secret):
+    org.plan = plan("guard-standard")  # no user-created activity
+    org.save()
+    page = [{"type": "page", "id": "p1", "name": "Roadmap"}]
+    results = ingest(
+        client,
+        ingest_secret,
+        [
+            event("m1"),
+            event("m2", actor={"type": "robot", "id": "r"}),
+            event("m3", action="page_created", context=page),
+            event("m1"),
+            {"action": "group_created"},
+            event("m4", action="no_such_action"),
+        ],
+    )
+    assert [r["status"] for r in results] == [
+        "recorded",
+        "invalid",
+        "not_recorded",
+        "duplicate",
+        "invalid",
+        "invalid",
+    ]
+    assert results[3]["eventId"] == results[0]["eventId"]
+    assert results[1]["errors"] == ["actor.type: Input should be 'user', 'api_token' or 'system'"]
+    assert results[2]["reason"] == "The Guard Standard plan does not record user-created activity."
+    assert "id" not in results[4] and "id: Field required" in results[4]["errors"]
+    assert results[5]["errors"] == ["action: unknown action 'no_such_action'"]
+    assert list(IngestedEvent.objects.values_list("external_id", flat=True)) == ["m1"]
+    # Refused by the plan: nothing kept, so once the plan covers it, it records.
+    org.plan = plan("guard-premium")
+    org.save()
+    retry = ingest(client, ingest_secret, [event("m3", action="page_created", context=page)])
+    assert retry[0]["status"] == "recorded"
+
+
+def test_not_stored_strips_content_and_leaves_no_term_for_it(client, org, jira, ingest_secret):
+    ActivitySetting.objects.create(organization=org, product=jira, content_stored=False)
+    page = {"type": "page", "id": "p9", "name": "Secret roadmap"}
+    (result,) = ingest(client, ingest_secret, [event("n1", action="page_created", context=[page])])
+    recorded = Event.objects.get(pk=result["eventId"])
+    assert recorded.context == [{"type": "page"}]
+    assert recorded.content == "" and "Secret roadmap" not in recorded.message
+    assert not EventTerm.objects.filter(term__contains="secret").exists()
+
+
+def test_the_product_is_the_keys_never_the_bodys(client, org, other_org, ingest_secret):
+    site = Site.objects.create(organization=other_org, name="globex.example.net")
+    theirs = Product.objects.create(site=site, kind=Product.Kind.JIRA)
+    (refused,) = ingest(client, ingest_secret, [event("p1", product=theirs.pk)])
+    assert refused == {
+        "id": "p1",
+        "status": "invalid",
+        "errors": ["product: Extra inputs are not permitted"],
+    }
+    response = post(client, ingest_secret, {"product": theirs.pk, "events": [event("p2")]})
+    recorded = Event.objects.get(pk=response.json()["results"][0]["eventId"])
+    assert recorded.organization_id == org.pk and recorded.product_id != theirs.pk
+    assert not Event.objects.filter(organization=other_org).exists()
+
+
+def test_times_in_the_future_or_past_retention_are_invalid(client, ingest_secret):
+    results = ingest(
+        client,
+        ingest_secret,
+        [
+            event("t1", ago=-timedelta(minutes=6)),
+            event("t2", ago=-timedelta(minutes=4)),
+            event("t3", ago=timedelta(days=181)),
+            event("t4", time="2026-01-01T00:00:00"),
+        ],
+    )
+    assert [r["status"] for r in results] == ["invalid", "recorded", "invalid", "invalid"]
+    assert results[0]["errors"] == ["time: more than 5 minutes in the future"]
+    assert results[2]["errors"] == ["time: older than the plan's retention (180 days)"]
+    assert results[3]["errors"][0].startswith("time: Input should have timezone info")
+
+
+def test_missing_unknown_revoked_and_api_keys_are_401(client, jira, secret):
+    key, ingest_key_secret = ingest_key_create(product=jira, name="old", by=None)
+    ingest_key_revoke(key=key, by=None)
+    for sent in (None, "ilk_nothing_here", ingest_key_secret, secret):
+        response = post(client, sent, {"events": [event("k1")]})
+        assert response.status_code == 401, sent
+        assert response.json()["errors"][0]["status"] == "401"
+    assert not IngestedEvent.objects.exists()
+
+
+def test_body_and_count_limits(client, settings, ingest_secret):
+    settings.INGEST_MAX_BODY_BYTES = 2000
+    big = post(client, ingest_secret, {"events": [event(str(i)) for i in range(20)]})
+    assert big.status_code == 413
+    assert big.json()["errors"][0]["code"] == "too_large"
+    settings.INGEST_MAX_BODY_BYTES = 5 * 1024 * 1024
+    for body in ("not json", {"events": []}, {"event": [event("c")]}, {"events": "x"}):
+        response = post(client, ingest_secret, body)
+        assert response.status_code == 400, body
+        assert response.json()["errors"][0]["status"] == "400"
+    too_many = post(client, ingest_secret, {"events": [{}] * 1001})
+    assert too_many.status_code == 400
+    assert "events" in too_many.json()["errors"][0]["detail"]
+    assert not IngestedEvent.objects.exists()
+
+
+def test_a_body_over_django_s_limit_is_413(client, ingest_secret):
+    padding = "x" * (5 * 1024 * 1024)
+    response = post(client, ingest_secret, {"events": [event("big", userAgent=padding)]})
+    assert response.status_code == 413
+
+
+def test_rate_limit_per_ingest_key(client, settings, ingest_secret):
+    settings.INGEST_RATE_LIMIT, settings.API_RATE_WINDOW = 2, WINDOW
+    steady_window()
+    assert_rate_headers(post(client, ingest_secret, {"events": [event("r1")]}), 2, 1)
+    assert_rate_headers(post(client, ingest_secret, {"events": []}), 2, 0)
+    refused = post(client, ingest_secret, {"events": [event("r2")]})
+    assert refused.status_code == 429 and int(refused["Retry-After"]) >= 1
+    assert_rate_headers(refused, 2, 0)
+    assert refused.json()["errors"][0]["code"] == "rate_limited"
+    assert not IngestedEvent.objects.filter(external_id="r2").exists()
+
+
+def test_the_endpoint_is_in_the_openapi_document(client):
+    paths = client.get("/api/openapi.json").json()["paths"]
+    assert "post" in paths["/ingest/v1/events"]
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_two_concurrent_identical_requests_record_each_event_once(org, jira):
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite has one writer at a time")
+    secret = ingest_key_create(product=jira, name="Jira webhook", by=None)[1]
+    batch = [event(f"c{i}") for i in range(500)]
+    before = Event.objects.filter(organization=org).count()
+    turns = itertools.count()
+
+    def send():  # half the requests list the events the other way round
+        return ingest(Client(), secret, batch if next(turns) % 2 else batch[::-1])
+
+    answers = in_threads(send, count=4)
+    statuses = sorted(r["status"] for results in answers for r in results)
+    assert statuses.count("recorded") == 500 and statuses.count("duplicate") == 1500
+    event_ids = {r["id"]: r["eventId"] for results in answers for r in results}
+    assert len(event_ids) == 500
+    for results in answers:
+        assert all(event_ids[r["id"]] == r["eventId"] for r in results)
+    assert Event.objects.filter(organization=org).count() == before + 500
