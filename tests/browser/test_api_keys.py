@@ -92,9 +92,11 @@ def test_the_api_documentation_opens_from_the_keys_tab(page, live_server, org, a
 
     # Authorize with the key, then Try it out on GET /admin/v1/orgs.
     page.get_by_role("button", name="Authorize").first.click()
-    page.locator(".modal-ux input").fill(secret)
-    page.locator(".modal-ux button.authorize").click()  # its name is "Apply credentials"
-    page.locator(".modal-ux button.btn-done").click()
+    # Two schemes are offered: organization API keys and ingest keys.
+    scheme = page.locator(".modal-ux form").filter(has_text="ApiKeyAuth")
+    scheme.locator("input").fill(secret)
+    scheme.locator("button.authorize").click()  # its name is "Apply credentials"
+    page.locator(".modal-ux button.btn-done").first.click()
     block = page.locator("#operations-v1-v1_orgs")
     block.locator(".opblock-summary").click()
     block.get_by_role("button", name="Try it out").click()
