@@ -40,7 +40,6 @@ from .selectors import (
 )
 from .services import client_ip
 
-API_PREFIXES = ("/admin/v1/", "/admin/v2/")
 EVENTS_LIMIT_DEFAULT, EVENTS_LIMIT_MAX = 100, 500
 STREAM_LIMIT_DEFAULT, STREAM_LIMIT_MAX = 200, 500
 API_CURSOR_SALT = "audit.api.events"
@@ -189,7 +188,7 @@ def _org(key: ApiKey, org_id: str) -> Organization:
     return org
 
 
-def _json(body: dict) -> JsonResponse:
+def json_response(body: dict) -> JsonResponse:
     """The body as it is: the schemas describe it (OpenAPI, and the schemathesis run in
     CI checks every response against them), but validating a page of 200 events against
     them again on every request took half the request's time."""
@@ -358,6 +357,12 @@ def _filter(request: HttpRequest, org: Organization) -> EventFilter:
     data = request.GET.copy()
     for name in ("cursor", "limit", "range", "sortOrder"):
         data.pop(name, None)
+    return _valid_filter(data, org)
+
+
+def _valid_filter(data, org: Organization) -> EventFilter:
+    """EventFilter over `data` as a custom range in UTC, or a 400 naming each bad
+    parameter."""
     data["range"] = "custom"
     filters = EventFilter(data, org=org, tz=UTC)
     if not filters.is_valid():
@@ -428,7 +433,7 @@ def org(request, org_id: str):
 def events(request, org_id: str, query: Query[EventsQuery]):
     """The organization's events, newest first, filtered as on the audit log page;
     pages by `meta.next` / `links.next` (absent on the last page)."""
-    return _json(events_list(request, org_id, query, _version(request)))
+    return json_response(events_list(request, org_id, query, _version(request)))
 
 
 def event(request, org_id: str, event_id: str):
@@ -440,7 +445,7 @@ def event(request, org_id: str, event_id: str):
         found = event_get(found_org, int(event_id))
     except Http404 as exc:
         raise ApiError(404, "not_found", "Not found", f"No event {event_id!r}.") from exc
-    return _json({"data": event_json(found, request)})
+    return json_response({"data": event_json(found, request)})
 
 
 def event_actions(request, org_id: str):
@@ -466,7 +471,7 @@ def events_stream(request, org_id: str, query: Query[StreamQuery]):
     comes on the last page too; calling again with it returns only what was recorded
     since. Never skips or repeats an event, even when recording transactions commit
     out of order (README, "The events stream")."""
-    return _json(stream_page(request, org_id, query, _version(request)))
+    return json_response(stream_page(request, org_id, query, _version(request)))
 
 
 ENDPOINTS = [
@@ -529,19 +534,9 @@ def _stream_bounds(request: HttpRequest, org: Organization) -> dict:
     data = {name: request.GET[name] for name in ("from", "to") if request.GET.get(name)}
     if not data:
         return {"since": None, "until": None}
-    filters = EventFilter({**data, "range": "custom"}, org=org, tz=UTC)
-    if not filters.is_valid():
-        detail = "; ".join(f"{name}: {' '.join(errors)}" for name, errors in filters.errors.items())
-        raise ApiError(400, "bad_request", "Bad request", detail)
-    window = filters.window
+    window = _valid_filter(data, org).window
     return {"since": window.start if "from" in data else None, "until": window.end}
 
 
 api.add_router("admin/v1/", _router("v1"))
 api.add_router("admin/v2/", _router("v2"))
-
-
-def not_found(request: HttpRequest) -> JsonResponse:
-    """Any other path under /admin/v1/ or /admin/v2/."""
-    body = error_body(404, "not_found", "Not found", "There is nothing at this path.")
-    return JsonResponse(body, status=404)

@@ -21,7 +21,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError, mode
 from orgs.models import IngestKey, Organization, Product
 from orgs.services import ingest_key_authenticate
 
-from .api import ERRORS, ApiError, ApiKeyAuth, Errors, _json, api, rate_limit_apply
+from .api import ERRORS, ApiError, ApiKeyAuth, Errors, api, json_response, rate_limit_apply
 from .catalogue import ACTION_BY_KEY
 from .models import Event, IngestedEvent
 from .retention import retention_days
@@ -256,7 +256,7 @@ def events_ingest(request: HttpRequest, payload: IngestBody):
             result["status"] = "duplicate"  # the same id earlier in this batch
         seen.add(item[0])
         results.append(result)
-    return _json({"results": results})
+    return json_response({"results": results})
 
 
 router = Router(tags=["ingest"], auth=IngestKeyAuth())

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from audit.api import error_body  # the API's one error shape
+
 logger = logging.getLogger(__name__)
 
 
@@ -37,7 +39,7 @@ class ApiResponseMiddleware:
     """On the REST API's paths: the key's rate limit in X-RateLimit-* headers on every
     response (and Retry-After on a 429), and every error as the API's JSON error shape,
     even one raised before the API's own handlers run (an unknown path, a wrong method,
-    an unexpected exception): never an HTML page there."""
+    an unexpected exception; any unknown path under them): never an HTML page there."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
         self.get_response = get_response
@@ -89,7 +91,4 @@ def _api_error_for(response: HttpResponse) -> HttpResponse:
 
 
 def _api_error(status: int, code: str, title: str, detail: str) -> JsonResponse:
-    return JsonResponse(
-        {"errors": [{"status": str(status), "code": code, "title": title, "detail": detail}]},
-        status=status,
-    )
+    return JsonResponse(error_body(status, code, title, detail), status=status)

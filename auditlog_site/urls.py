@@ -1,9 +1,8 @@
 from django.contrib import admin
-from django.urls import include, path, re_path
+from django.urls import include, path
 
 from audit import ingest  # noqa: F401 - adds POST /ingest/v1/events to `api`
 from audit.api import api
-from audit.api import not_found as api_not_found
 
 urlpatterns = [
     # The Django admin, for staff. Not /admin/: the vendor's REST API lives at
@@ -15,5 +14,4 @@ urlpatterns = [
     path("", include("exports.urls")),
     # The REST API: /admin/v1/, /admin/v2/, /ingest/v1/, /api/openapi.json and /api/docs.
     path("", api.urls),
-    re_path(r"^admin/v[12]/", api_not_found),  # any other API path: a JSON 404
 ]
