@@ -16,7 +16,15 @@ from django.db import connection, transaction
 from django.http import HttpRequest
 from django.utils import timezone
 from ninja import Field, Router, Schema
-from pydantic import AwareDatetime, BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from orgs.models import IngestKey, Organization, Product
 from orgs.services import ingest_key_authenticate
@@ -70,6 +78,15 @@ class IngestKeyAuth(ApiKeyAuth):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")  # a misspelt or foreign field is refused
+
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, value):
+        # No text column can hold NUL (PostgreSQL refuses it): that event is invalid,
+        # not the whole batch a 500.
+        if isinstance(value, str) and "\x00" in value:
+            raise PydanticCustomError("nul", "NUL characters are not allowed")
+        return value
 
 
 class IngestActor(_Strict):

@@ -172,6 +172,23 @@ def test_times_in_the_future_or_past_retention_are_invalid(client, ingest_secret
     assert results[3]["errors"][0].startswith("time: Input should have timezone info")
 
 
+def test_a_nul_character_makes_that_event_invalid_not_the_batch_a_500(client, ingest_secret):
+    """No text column can hold NUL (PostgreSQL refuses it): the event is invalid and the
+    others are recorded."""
+    results = ingest(
+        client,
+        ingest_secret,
+        [
+            event("n1", context=[{"type": "group", "id": "g1", "name": "eng\u0000"}]),
+            event("n2", userAgent="curl\u0000"),
+            event("n3"),
+        ],
+    )
+    assert [r["status"] for r in results] == ["invalid", "invalid", "recorded"]
+    assert results[0]["errors"] == ["context.0.name: NUL characters are not allowed"]
+    assert results[1]["errors"] == ["userAgent: NUL characters are not allowed"]
+
+
 def test_missing_unknown_revoked_and_api_keys_are_401(client, jira, secret):
     key, ingest_key_secret = ingest_key_create(product=jira, name="old", by=None)
     ingest_key_revoke(key=key, by=None)
