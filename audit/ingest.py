@@ -8,7 +8,7 @@ the product's id for the event is the idempotency key (audit.models.IngestedEven
 """
 
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
@@ -21,6 +21,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -127,12 +128,40 @@ class IngestEvent(_Strict):
     location: IngestLocation | None = None
 
 
+def _inlined(schema: dict) -> dict:
+    """`schema` with its `$defs` references replaced by the definitions themselves: the
+    OpenAPI document keeps its own components, where pydantic's `#/$defs/...` would not
+    resolve."""
+    defs = schema.pop("$defs", {})
+
+    def inline(node):
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return inline(defs[node["$ref"].rsplit("/", 1)[-1]])
+            return {key: inline(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inline(value) for value in node]
+        return node
+
+    return inline(schema)
+
+
+# Each event is validated on its own (IngestEvent, in events_ingest), so that one bad
+# event does not refuse the batch; the document still describes what an event holds.
+def _event_schema() -> dict:
+    schema = _inlined(IngestEvent.model_json_schema())
+    schema["properties"]["action"]["enum"] = sorted(ACTION_BY_KEY)  # the catalogue's keys
+    return schema
+
+
+AnyEvent = Annotated[Any, WithJsonSchema(_event_schema())]
+
+
 class IngestBody(Schema):
-    events: list[Any] = Field(
+    events: list[AnyEvent] = Field(
         min_length=1,
         max_length=EVENTS_MAX,
-        description="Events: {id, time, action, actor: {type, id, name, email}, context?, "
-        "container?, ip?, userAgent?, location?} (README, Ingest)",
+        description="1 to 1,000 events; each is answered on its own (README, Ingest)",
     )
 
 
@@ -141,24 +170,24 @@ class IngestResult(Schema):
     status: Literal["recorded", "duplicate", "not_recorded", "invalid"]
     eventId: str | None = None  # noqa: N815
     reason: str | None = None
-    errors: list[str] | None = None
+    errors: dict[str, str] | None = None
 
 
 class IngestResults(Schema):
     results: list[IngestResult]
 
 
-def _event_errors(event: IngestEvent, now: datetime, retention: int) -> list[str]:
+def _event_errors(event: IngestEvent, now: datetime, retention: int) -> dict[str, str]:
     """What the schema cannot say: a catalogue action, a time in range, an address."""
-    errors = []
+    errors = {}
     if event.action not in ACTION_BY_KEY:
-        errors.append(f"action: unknown action {event.action!r}")
+        errors["action"] = f"Unknown action {event.action!r}"
     if event.time > now + FUTURE_LEEWAY:
-        errors.append("time: more than 5 minutes in the future")
+        errors["time"] = "More than 5 minutes in the future"
     if event.time < now - timedelta(days=retention):
-        errors.append(f"time: older than the plan's retention ({retention} days)")
+        errors["time"] = f"Older than the plan's retention ({retention} days)"
     if event.ip is not None and ip_valid(event.ip) is None:
-        errors.append("ip: not an IP address")
+        errors["ip"] = "Not an IP address"
     return errors
 
 
@@ -183,10 +212,10 @@ def _parse(raw: object, product: Product, now: datetime, retention: int):
     try:
         event = IngestEvent.model_validate(raw)
     except ValidationError as exc:
-        errors = [
-            f"{'.'.join(str(part) for part in error['loc']) or 'event'}: {error['msg']}"
-            for error in exc.errors()
-        ]
+        errors: dict[str, str] = {}
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"]) or "event"
+            errors[field] = "; ".join(filter(None, (errors.get(field), error["msg"])))
         result = {"status": "invalid", "errors": errors}
         if isinstance(raw, dict) and isinstance(raw.get("id"), str):
             result = {"id": raw["id"], **result}

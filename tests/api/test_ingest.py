@@ -118,10 +118,10 @@ def test_a_mixed_batch_answers_each_event_in_order(client, org, ingest_secret):
         "invalid",
     ]
     assert results[3]["eventId"] == results[0]["eventId"]
-    assert results[1]["errors"] == ["actor.type: Input should be 'user', 'api_token' or 'system'"]
+    assert results[1]["errors"] == {"actor.type": "Input should be 'user', 'api_token' or 'system'"}
     assert results[2]["reason"] == "The Guard Standard plan does not record user-created activity."
-    assert "id" not in results[4] and "id: Field required" in results[4]["errors"]
-    assert results[5]["errors"] == ["action: unknown action 'no_such_action'"]
+    assert "id" not in results[4] and results[4]["errors"]["id"] == "Field required"
+    assert results[5]["errors"] == {"action": "Unknown action 'no_such_action'"}
     assert list(IngestedEvent.objects.values_list("external_id", flat=True)) == ["m1"]
     # Refused by the plan: nothing kept, so once the plan covers it, it records.
     org.plan = plan("guard-premium")
@@ -147,7 +147,7 @@ def test_the_product_is_the_keys_never_the_bodys(client, org, other_org, ingest_
     assert refused == {
         "id": "p1",
         "status": "invalid",
-        "errors": ["product: Extra inputs are not permitted"],
+        "errors": {"product": "Extra inputs are not permitted"},
     }
     response = post(client, ingest_secret, {"product": theirs.pk, "events": [event("p2")]})
     recorded = Event.objects.get(pk=response.json()["results"][0]["eventId"])
@@ -167,9 +167,9 @@ def test_times_in_the_future_or_past_retention_are_invalid(client, ingest_secret
         ],
     )
     assert [r["status"] for r in results] == ["invalid", "recorded", "invalid", "invalid"]
-    assert results[0]["errors"] == ["time: more than 5 minutes in the future"]
-    assert results[2]["errors"] == ["time: older than the plan's retention (180 days)"]
-    assert results[3]["errors"][0].startswith("time: Input should have timezone info")
+    assert results[0]["errors"] == {"time": "More than 5 minutes in the future"}
+    assert results[2]["errors"] == {"time": "Older than the plan's retention (180 days)"}
+    assert results[3]["errors"]["time"].startswith("Input should have timezone info")
 
 
 def test_a_nul_character_makes_that_event_invalid_not_the_batch_a_500(client, ingest_secret):
@@ -185,8 +185,8 @@ def test_a_nul_character_makes_that_event_invalid_not_the_batch_a_500(client, in
         ],
     )
     assert [r["status"] for r in results] == ["invalid", "invalid", "recorded"]
-    assert results[0]["errors"] == ["context.0.name: NUL characters are not allowed"]
-    assert results[1]["errors"] == ["userAgent: NUL characters are not allowed"]
+    assert results[0]["errors"] == {"context.0.name": "NUL characters are not allowed"}
+    assert results[1]["errors"] == {"userAgent": "NUL characters are not allowed"}
 
 
 def test_missing_unknown_revoked_and_api_keys_are_401(client, jira, secret):
