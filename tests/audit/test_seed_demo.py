@@ -11,13 +11,14 @@ from audit.services import event_record_batch
 from orgs.models import Membership, Organization, User
 
 
-def test_seed_demo_creates_the_demo_and_is_idempotent(db, capsys):
-    call_command("seed_demo", events=300)
+def test_seed_demo_creates_the_demo_and_is_idempotent(db, capsys, tmp_path):
+    keys = tmp_path / "keys.json"
+    call_command("seed_demo", events=300, simulator_keys=keys)
     out = capsys.readouterr().out
     assert "admin@acme.test / audit-demo" in out and "staff@acme.test / audit-demo" in out
     counts = (Organization.objects.count(), User.objects.count(), Event.objects.count())
     assert counts[0] == 4 and counts[1] >= 200 and counts[2] >= 250
-    call_command("seed_demo", events=300)
+    call_command("seed_demo", events=300, simulator_keys=keys)
     assert (Organization.objects.count(), User.objects.count(), Event.objects.count()) == counts
 
     admin = authenticate(email="admin@acme.test", password="audit-demo")
@@ -41,8 +42,8 @@ def test_seed_demo_creates_the_demo_and_is_idempotent(db, capsys):
     assert {"user_created", "groups", "user_accounts", "security_policies"} <= premium
 
 
-def test_if_empty_leaves_an_existing_database_alone(db, org, capsys):
-    call_command("seed_demo", events=100, if_empty=True)
+def test_if_empty_leaves_an_existing_database_alone(db, org, capsys, tmp_path):
+    call_command("seed_demo", events=100, if_empty=True, simulator_keys=tmp_path / "k.json")
     assert "not seeding" in capsys.readouterr().out
     assert Organization.objects.count() == 1
 

@@ -6,6 +6,7 @@ exports.)"""
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -128,3 +129,51 @@ def test_serve_restarts_a_dead_worker_and_keeps_serving(site_env, tmp_path):
     assert code == 0, log_path.read_text()[-3000:]
     sessions = {serve.pid, web_pid, *started("worker")}
     wait_until(lambda: not processes_in_sessions(sessions), 10, "everything to stop", log_path)
+
+
+def test_serve_with_the_simulator_feeds_the_demo_through_the_ingest_endpoint(
+    site_env, tmp_path
+):
+    """What `make run` starts: the product simulator pushes over HTTP to the web server
+    and new events land in the log, every second or two."""
+    subprocess.run(
+        [sys.executable, "manage.py", "seed_demo", "--events", "50"],
+        cwd=ROOT,
+        env=site_env,
+        check=True,
+        timeout=180,
+        capture_output=True,
+    )
+    database = sqlite3.connect(tmp_path / "serve.sqlite3")
+
+    def ingested() -> int:
+        return database.execute("SELECT count(*) FROM audit_ingestedevent").fetchone()[0]
+
+    port = free_port()
+    log_path = tmp_path / "serve.log"
+    log = open(log_path, "wb")  # noqa: SIM115 - closed below
+    serve = subprocess.Popen(
+        [sys.executable, "manage.py", "serve", "--bind", f"127.0.0.1:{port}", "--simulator"],
+        cwd=ROOT,
+        env=site_env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        wait_until(lambda: ingested() > 0, 60, "the simulator's first events", log_path)
+        first = ingested()
+        wait_until(lambda: ingested() > first, 10, "more events a few seconds later", log_path)
+        assert re.search(r"Acme Corporation · \w.* recorded", log_path.read_text())
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        try:
+            code = serve.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(serve.pid, signal.SIGKILL)
+            serve.wait()
+            code = None
+        log.close()
+        database.close()
+    assert code == 0, log_path.read_text()[-3000:]
+    assert "Traceback" not in log_path.read_text()

@@ -1,6 +1,7 @@
 import gc
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 from django.core.management.base import BaseCommand
 from django.db import connection
@@ -16,6 +17,7 @@ from audit.demo import (
 )
 from audit.models import Event
 from audit.recording import record_specs
+from audit.simulator import keys_path_default, simulator_keys_ensure
 from orgs.models import Organization
 
 # Events per transaction while seeding: larger than AUDIT_RECORD_BATCH_SIZE, since
@@ -69,12 +71,21 @@ class Command(BaseCommand):
         parser.add_argument(
             "--if-empty",
             action="store_true",
-            help="do nothing when the database already has organizations",
+            help="do nothing when the database already has organizations "
+            "(but give the product simulator its keys)",
+        )
+        parser.add_argument(
+            "--simulator-keys",
+            type=Path,
+            help="where the product simulator's ingest keys are written "
+            "(var/demo-ingest-keys.json)",
         )
 
-    def handle(self, *args, events: int, if_empty: bool, **options):
+    def handle(self, *args, events: int, if_empty: bool, simulator_keys: Path | None, **options):
+        keys_path = simulator_keys or keys_path_default()
         if if_empty and Organization.objects.exists():
             self.stdout.write("Database already has data; not seeding the demo.")
+            self._simulator_keys(keys_path)
             self._print_logins()
             return
         started = time.monotonic()
@@ -97,7 +108,13 @@ class Command(BaseCommand):
                     # per chunk.
                     total += len(record_specs(org, chunk, CHUNK)[0])
         self.stdout.write(f"Recorded {total:,} demo events in {time.monotonic() - started:.1f} s.")
+        self._simulator_keys(keys_path)
         self._print_logins()
+
+    def _simulator_keys(self, path: Path) -> None:
+        keys = simulator_keys_ensure(path)
+        if keys:
+            self.stdout.write(f"Product simulator: {len(keys)} ingest keys in {path}")
 
     def _print_logins(self):
         self.stdout.write(

@@ -1,11 +1,12 @@
-"""Serve the app with gunicorn and the django-q2 worker together; Ctrl-C stops both.
+"""Serve the app with gunicorn and the django-q2 worker together (and, with --simulator,
+the demo's product simulator); Ctrl-C stops them all.
 
 The worker runs in its own session so the terminal's Ctrl-C (sent to the whole
 foreground process group) does not reach its children: qcluster hangs when every
 process of its group is signalled at once. It gets one SIGTERM to its main PID.
 
-A worker that dies is started again after 1 s, 2 s, 4 s ... (at most a minute; back
-to 1 s once one has stayed up a minute), and the web goes on serving meanwhile. What
+A worker (or the simulator) that dies is started again after 1 s, 2 s, 4 s ... (at most
+a minute; back to 1 s once one has stayed up a minute), and the web goes on serving. What
 a dead worker leaves of its process group (qcluster's sentinel and workers survive
 their parent) is killed first, so two clusters never run at once. If gunicorn dies,
 everything stops."""
@@ -26,31 +27,64 @@ RESTART_DELAY_MAX = 60
 STABLE_AFTER = 60
 
 
+class Companion:
+    """A process that runs beside the web server (the worker; in the demo, the product
+    simulator), started again with back-off when it dies."""
+
+    def __init__(self, serve: "Command", kind: str, command: list[str]):
+        self.serve, self.kind, self.command = serve, kind, command
+        self.proc: subprocess.Popen | None = None
+        self.delay, self.started, self.restart_at = 1, 0.0, 0.0
+
+    def start(self) -> None:
+        self.proc, self.started = self.serve.start(self.kind, self.command), time.monotonic()
+
+    def watch(self, stopping: bool) -> None:
+        """Notices a death and restarts when its back-off has passed."""
+        if self.proc is not None and _exited(self.proc):
+            if time.monotonic() - self.started >= STABLE_AFTER:
+                self.delay = 1
+            _leftovers_kill(self.proc)
+            code = self.proc.wait()
+            self.serve.stderr.write(
+                f"serve: {self.kind} (pid {self.proc.pid}) exited with code {code}; "
+                f"restarting in {self.delay} s"
+            )
+            self.proc, self.restart_at = None, time.monotonic() + self.delay
+            self.delay = min(self.delay * 2, RESTART_DELAY_MAX)
+        if self.proc is None and not stopping and time.monotonic() >= self.restart_at:
+            self.start()
+
+
 class Command(BaseCommand):
     help = "Run gunicorn and qcluster together (what `make run` does)."
 
     def add_arguments(self, parser):
         parser.add_argument("--bind", default=os.getenv("BIND", "127.0.0.1:8000"))
         parser.add_argument("--workers", type=int, default=int(os.getenv("WEB_WORKERS", "2")))
+        parser.add_argument(
+            "--simulator",
+            action="store_true",
+            help="also run the demo's product simulator (simulate_products), as make run does",
+        )
 
     def start(self, kind: str, command: list[str]) -> subprocess.Popen:
         proc = subprocess.Popen(command, cwd=settings.BASE_DIR, start_new_session=True)
         self.stderr.write(f"serve: {kind} started (pid {proc.pid})")
         return proc
 
-    def worker_start(self) -> subprocess.Popen:
-        return self.start("worker", [sys.executable, "manage.py", "qcluster"])
-
-    def worker_died(self, worker: subprocess.Popen, delay: int) -> None:
-        _leftovers_kill(worker)
-        code = worker.wait()
-        self.stderr.write(
-            f"serve: worker (pid {worker.pid}) exited with code {code}; restarting in {delay} s"
-        )
-
-    def handle(self, *args, bind: str, workers: int, **options):
+    def handle(self, *args, bind: str, workers: int, simulator: bool, **options):
         bin_dir = os.path.dirname(sys.executable)
-        worker: subprocess.Popen | None = self.worker_start()
+        manage = [sys.executable, "manage.py"]
+        companions = [Companion(self, "worker", [*manage, "qcluster"])]
+        if simulator:
+            host, _, port = bind.rpartition(":")
+            url = f"http://{'127.0.0.1' if host in ('', '0.0.0.0') else host}:{port}"  # noqa: S104
+            companions.append(
+                Companion(self, "simulator", [*manage, "simulate_products", "--url", url])
+            )
+        for companion in companions:
+            companion.start()
         gunicorn = os.path.join(bin_dir, "gunicorn")
         web = self.start(
             "web",
@@ -67,36 +101,31 @@ class Command(BaseCommand):
         )
         stopping, signalled = False, set()
 
+        def running() -> list[subprocess.Popen]:
+            return [web] + [c.proc for c in companions if c.proc is not None]
+
         def stop(*_):
             nonlocal stopping
             stopping = True
-            for proc in (web, worker):
+            for proc in running():
                 # One SIGTERM each, however many times Ctrl-C is pressed.
-                if proc is not None and proc.pid not in signalled and proc.poll() is None:
+                if proc.pid not in signalled and proc.poll() is None:
                     signalled.add(proc.pid)
                     proc.send_signal(signal.SIGTERM)
 
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
-        delay, started, restart_at = 1, time.monotonic(), 0.0
         try:
             while not stopping and web.poll() is None:
-                if worker is not None and _exited(worker):
-                    delay = 1 if time.monotonic() - started >= STABLE_AFTER else delay
-                    self.worker_died(worker, delay)
-                    worker, restart_at = None, time.monotonic() + delay
-                    delay = min(delay * 2, RESTART_DELAY_MAX)
-                if worker is None and not stopping and time.monotonic() >= restart_at:
-                    worker, started = self.worker_start(), time.monotonic()
+                for companion in companions:
+                    companion.watch(stopping)
                 try:
                     web.wait(timeout=0.5)
                 except subprocess.TimeoutExpired:
                     pass
         finally:
             stop()
-            for proc in (web, worker):
-                if proc is None:
-                    continue
+            for proc in running():
                 try:
                     proc.wait(timeout=30)
                 except subprocess.TimeoutExpired:
