@@ -48,7 +48,7 @@ ACTOR_TYPES = {
 
 class IngestKeyAuth(ApiKeyAuth):
     """The product's ingest key, its rate limit (INGEST_RATE_LIMIT per API_RATE_WINDOW),
-    then the body's size: all before ninja reads the body."""
+    then the body's size and content type: all before ninja reads the body."""
 
     key_kind = "ingest key"
 
@@ -63,6 +63,7 @@ class IngestKeyAuth(ApiKeyAuth):
             size = len(request.body)
         except RequestDataTooBig:  # Content-Length over Django's limit, the same size
             size = settings.INGEST_MAX_BODY_BYTES + 1
+            _drain(request)
         if size > settings.INGEST_MAX_BODY_BYTES:
             raise ApiError(
                 413,
@@ -71,7 +72,25 @@ class IngestKeyAuth(ApiKeyAuth):
                 f"A body may hold at most {settings.INGEST_MAX_BODY_BYTES} bytes: "
                 "send fewer events per request.",
             )
+        if request.content_type != "application/json":
+            raise ApiError(
+                415,
+                "unsupported_media_type",
+                "Unsupported media type",
+                "Send the events as JSON, with Content-Type: application/json.",
+            )
         return key
+
+
+DRAIN_MAX = 64 << 20
+
+
+def _drain(request: HttpRequest) -> None:
+    """Reads and drops a refused body (up to DRAIN_MAX bytes), so that the client, still
+    sending it, gets the 413 rather than a broken connection."""
+    left = DRAIN_MAX
+    while left > 0 and (chunk := request._stream.read(min(left, 1 << 20))):
+        left -= len(chunk)
 
 
 # -- one event, in the REST API's vocabulary ---------------------------------------------
@@ -310,7 +329,7 @@ router.add_api_operation(
     "/events",
     ["POST"],
     events_ingest,
-    response={200: IngestResults, **ERRORS, 413: Errors},
+    response={200: IngestResults, **ERRORS, 413: Errors, 415: Errors},
     operation_id="ingest_v1_events",
     exclude_none=True,
 )

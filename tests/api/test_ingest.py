@@ -3,6 +3,8 @@ recording service, into the ingest key's product and organization."""
 
 import itertools
 import json
+import urllib.error
+import urllib.request
 from datetime import timedelta
 
 import pytest
@@ -12,9 +14,10 @@ from django.utils import timezone
 
 from audit.models import ActivitySetting, Event, EventTerm, IngestedEvent
 from orgs.models import Product, Site
-from orgs.services import ingest_key_create, ingest_key_revoke
+from orgs.services import api_key_create, ingest_key_create, ingest_key_revoke
 
 from ..conftest import in_threads, plan
+from .conftest import live_api_start, live_api_stop
 from .test_rate_limit import WINDOW, assert_rate_headers, steady_window
 
 URL = "/ingest/v1/events"
@@ -215,6 +218,27 @@ def test_body_and_count_limits(client, settings, ingest_secret):
     assert not IngestedEvent.objects.exists()
 
 
+def test_a_body_that_is_not_json_by_its_content_type_is_415(client, ingest_secret):
+    body = json.dumps({"events": [event("ct1")]})
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", ""):
+        response = client.post(
+            URL,
+            body,
+            content_type=content_type,
+            headers={"Authorization": f"Bearer {ingest_secret}"},
+        )
+        assert response.status_code == 415, content_type
+        assert response.json()["errors"][0]["code"] == "unsupported_media_type"
+    assert not IngestedEvent.objects.exists()
+    charset = client.post(
+        URL,
+        body,
+        content_type="application/json; charset=utf-8",
+        headers={"Authorization": f"Bearer {ingest_secret}"},
+    )
+    assert charset.status_code == 200 and charset.json()["results"][0]["status"] == "recorded"
+
+
 def test_a_body_over_django_s_limit_is_413(client, ingest_secret):
     padding = "x" * (5 * 1024 * 1024)
     response = post(client, ingest_secret, {"events": [event("big", userAgent=padding)]})
@@ -258,3 +282,49 @@ def test_two_concurrent_identical_requests_record_each_event_once(org, jira):
     for results in answers:
         assert all(event_ids[r["id"]] == r["eventId"] for r in results)
     assert Event.objects.filter(organization=org).count() == before + 500
+
+
+def http_post(server, secret: str, data: bytes, content_type: str = "application/json"):
+    """(status, JSON body) of a POST to the ingest endpoint over real HTTP."""
+    request = urllib.request.Request(
+        server.url + URL,
+        data=data,
+        headers={"Authorization": f"Bearer {secret}", "Content-Type": content_type},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_over_http_to_gunicorn(org, jira, tmp_path):
+    _, secret = ingest_key_create(product=jira, name="Jira webhook", by=None)
+    _, api_secret = api_key_create(organization=org, name="SIEM", days=1, by=None)
+    server = live_api_start(tmp_path)
+    try:
+        batch = json.dumps({"events": [event(f"h{n}") for n in range(1000)]}).encode()
+        status, body = http_post(server, secret, batch)
+        assert status == 200 and {r["status"] for r in body["results"]} == {"recorded"}
+        again = http_post(server, secret, batch)
+        assert {r["status"] for r in again[1]["results"]} == {"duplicate"}
+        # The newest group event the API lists is the last one of the batch.
+        newest = f"/admin/v1/orgs/{org.pk}/events?limit=1&action=group_created"
+        status, _, listed = server.get(newest, api_secret)
+        assert status == 200 and listed["data"][0]["id"] == body["results"][-1]["eventId"]
+
+        oversized = json.dumps({"events": [event("big", userAgent="x" * (6 << 20))]}).encode()
+        refusals = [
+            (http_post(server, "ilk_nothing_here", batch), 401),
+            (http_post(server, secret, oversized), 413),
+            (http_post(server, secret, batch, "text/plain"), 415),
+            (http_post(server, secret, b"{not json"), 400),
+        ]
+        for (status, error), expected in refusals:
+            assert status == expected and error["errors"][0]["status"] == str(expected)
+    finally:
+        live_api_stop(server)
+    assert "Traceback" not in server.log.read_text()
+    assert IngestedEvent.objects.filter(product=jira).count() == 1000  # refused: nothing

@@ -131,9 +131,7 @@ def test_serve_restarts_a_dead_worker_and_keeps_serving(site_env, tmp_path):
     wait_until(lambda: not processes_in_sessions(sessions), 10, "everything to stop", log_path)
 
 
-def test_serve_with_the_simulator_feeds_the_demo_through_the_ingest_endpoint(
-    site_env, tmp_path
-):
+def test_serve_with_the_simulator_feeds_the_demo_through_the_ingest_endpoint(site_env, tmp_path):
     """What `make run` starts: the product simulator pushes over HTTP to the web server
     and new events land in the log, every second or two."""
     subprocess.run(
