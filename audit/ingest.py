@@ -22,10 +22,8 @@ from pydantic import (
     ConfigDict,
     ValidationError,
     WithJsonSchema,
-    field_validator,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
 
 from orgs.models import IngestKey, Organization, Product
 from orgs.services import ingest_key_authenticate
@@ -99,14 +97,24 @@ def _drain(request: HttpRequest) -> None:
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")  # a misspelt or foreign field is refused
 
-    @field_validator("*")
-    @classmethod
-    def _no_nul(cls, value):
-        # No text column can hold NUL (PostgreSQL refuses it): that event is invalid,
-        # not the whole batch a 500.
-        if isinstance(value, str) and "\x00" in value:
-            raise PydanticCustomError("nul", "NUL characters are not allowed")
-        return value
+
+def _nul_fields(value: object, path: str = "") -> list[str]:
+    """The fields of a raw event whose text holds a NUL character. No text column can
+    hold one (PostgreSQL refuses it): that event is invalid, not the whole batch a 500.
+    Looked for only when the body has one at all (events_ingest)."""
+    if isinstance(value, str):
+        return [path or "event"] if "\x00" in value else []
+    if isinstance(value, dict):
+        pairs = value.items()
+    elif isinstance(value, list):
+        pairs = enumerate(value)
+    else:
+        return []
+    return [
+        found
+        for key, inner in pairs
+        for found in _nul_fields(inner, f"{path}.{key}" if path else str(key))
+    ]
 
 
 class IngestActor(_Strict):
@@ -226,8 +234,17 @@ def _spec(event: IngestEvent, product: Product) -> EventSpec:
     )
 
 
-def _parse(raw: object, product: Product, now: datetime, retention: int):
-    """(external id, EventSpec) or the invalid result."""
+def _invalid(raw: object, errors: dict[str, str]) -> dict:
+    result = {"status": "invalid", "errors": errors}
+    if isinstance(raw, dict) and isinstance(raw.get("id"), str) and "\x00" not in raw["id"]:
+        result = {"id": raw["id"], **result}
+    return result
+
+
+def _parse(raw: object, product: Product, now: datetime, retention: int, nul: bool):
+    """(external id, EventSpec) or the invalid result. `nul`: the body holds a NUL."""
+    if nul and (fields := _nul_fields(raw)):
+        return _invalid(raw, dict.fromkeys(fields, "NUL characters are not allowed"))
     try:
         event = IngestEvent.model_validate(raw)
     except ValidationError as exc:
@@ -235,10 +252,7 @@ def _parse(raw: object, product: Product, now: datetime, retention: int):
         for error in exc.errors():
             field = ".".join(str(part) for part in error["loc"]) or "event"
             errors[field] = "; ".join(filter(None, (errors.get(field), error["msg"])))
-        result = {"status": "invalid", "errors": errors}
-        if isinstance(raw, dict) and isinstance(raw.get("id"), str):
-            result = {"id": raw["id"], **result}
-        return result
+        return _invalid(raw, errors)
     errors = _event_errors(event, now, retention)
     if errors:
         return {"id": event.id, "status": "invalid", "errors": errors}
@@ -290,12 +304,16 @@ def _record(organization: Organization, product: Product, pending: list) -> dict
                 "status": "recorded",
                 "eventId": str(event_id),
             }
-        IngestedEvent.objects.filter(product=product, external_id__in=list(refused)).delete()
-        with connection.cursor() as cursor:
-            cursor.executemany(
-                f"UPDATE {table} SET event_id = %s WHERE product_id = %s AND external_id = %s",  # noqa: S608
-                [(event_id, product.pk, external_id) for external_id, event_id in recorded],
-            )
+        if refused:
+            IngestedEvent.objects.filter(product=product, external_id__in=list(refused)).delete()
+        if recorded:  # one UPDATE ... FROM (VALUES ...), not one statement per event
+            values = ", ".join(["(%s, CAST(%s AS BIGINT))"] * len(recorded))
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"UPDATE {table} SET event_id = v.column2 FROM (VALUES {values}) AS v "  # noqa: S608
+                    f"WHERE {table}.product_id = %s AND {table}.external_id = v.column1",
+                    [value for pair in recorded for value in pair] + [product.pk],
+                )
     return results
 
 
@@ -305,7 +323,8 @@ def events_ingest(request: HttpRequest, payload: IngestBody):
     product = request.auth.product
     organization = product.site.organization
     now, retention = timezone.now(), retention_days(organization)
-    parsed = [_parse(raw, product, now, retention) for raw in payload.events]
+    nul = b"\\u0000" in request.body  # JSON has no other way to send one
+    parsed = [_parse(raw, product, now, retention, nul) for raw in payload.events]
     first: dict[str, EventSpec] = {}
     for item in parsed:
         if isinstance(item, tuple):

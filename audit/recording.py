@@ -13,6 +13,7 @@ import ipaddress
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING, NamedTuple
 
 from django.core.serializers.json import DjangoJSONEncoder
@@ -83,8 +84,13 @@ def ip_valid(value: object) -> str | None:
     that PostgreSQL's inet type would refuse."""
     if not value:
         return None
+    return _ip_normalized(str(value).strip())
+
+
+@lru_cache(maxsize=16384)  # the same addresses come again and again; parsing is slow
+def _ip_normalized(text: str) -> str | None:
     try:
-        address = ipaddress.ip_address(str(value).strip())
+        address = ipaddress.ip_address(text)
     except ValueError:
         return None
     if isinstance(address, ipaddress.IPv6Address) and address.scope_id:

@@ -67,7 +67,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def gunicorn_start(database_url: str, port: int) -> subprocess.Popen:
+def gunicorn_start(database_url: str, port: int, **env_extra: str) -> subprocess.Popen:
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
@@ -77,6 +77,7 @@ def gunicorn_start(database_url: str, port: int) -> subprocess.Popen:
         "SECURE_SSL_REDIRECT": "false",
         "API_RATE_LIMIT": "1000000",
         "LOG_LEVEL": "WARNING",
+        **env_extra,
     }
     server = subprocess.Popen(
         [
