@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from django.urls import reverse
 from django.utils import timezone
+from django_q.brokers import get_broker
 from django_q.conf import Conf
 
 from audit.models import Event
@@ -29,14 +30,39 @@ pytestmark = [
 ]
 
 
-@pytest.fixture
-def qcluster(smtp_inbox, tmp_path, settings, monkeypatch):
-    """A real worker with the shipped Q_CLUSTER settings, pointed at the test database."""
+# The Redis broker's database here; the queue (a list named after the cluster) is
+# emptied before each test.
+QUEUE_REDIS_URL = os.getenv("TEST_Q_REDIS_URL", "redis://127.0.0.1:6379/7")
+
+
+def redis_broker(monkeypatch) -> dict:
+    """Q_REDIS_URL for the worker, the same broker for this process's enqueues."""
+    redis = pytest.importorskip("redis", reason="the redis extra is not installed")
+    try:
+        connection = redis.Redis.from_url(QUEUE_REDIS_URL, socket_connect_timeout=1)
+        connection.delete(Conf.CLUSTER_NAME)
+    except redis.RedisError:
+        if os.getenv("REQUIRE_REDIS"):  # CI (.ci/run): a missing server is a failure
+            raise
+        pytest.skip(f"no Redis server at {QUEUE_REDIS_URL}")
+    monkeypatch.setattr(Conf, "ORM", None)
+    monkeypatch.setattr(Conf, "REDIS", QUEUE_REDIS_URL)
+    # This process's tasks go to Redis only: a worker not reading it never sees them.
+    assert type(get_broker()).__name__ == "Redis"
+    return {"Q_REDIS_URL": QUEUE_REDIS_URL}
+
+
+@pytest.fixture(params=["orm"])
+def qcluster(request, smtp_inbox, tmp_path, settings, monkeypatch):
+    """A real worker with the shipped Q_CLUSTER settings, pointed at the test database;
+    on the ORM broker, or on Redis when parametrized so (Q_REDIS_URL)."""
     _, port = smtp_inbox
     settings.SITE_URL = "http://testserver"
     settings.PRIVATE_STORAGE_DIR = tmp_path / "private"
     monkeypatch.setattr(Conf, "SYNC", False)  # this process enqueues; the worker runs
+    broker = redis_broker(monkeypatch) if request.param == "redis" else {}
     env = {
+        **broker,
         **os.environ,
         "DATABASE_URL": database_url(),
         "Q_SYNC": "false",
@@ -81,6 +107,7 @@ def wait_for(predicate, worker, log, timeout: float = 90.0):
     pytest.fail("the worker did not finish the export:\n" + log.read().decode()[-3000:])
 
 
+@pytest.mark.parametrize("qcluster", ["orm", "redis"], indirect=True)
 def test_a_real_worker_builds_the_export_and_emails_a_working_link(
     org, admin, jira, client, smtp_inbox, qcluster
 ):
