@@ -48,6 +48,7 @@ from zoneinfo import ZoneInfo
 
 from django import forms
 from django.utils import timezone
+from django.utils.safestring import mark_safe
 
 from orgs.models import Organization
 
@@ -64,6 +65,7 @@ from .forms import (
 )
 from .selectors import LOCATION_KEYS
 from .services import activity_for_key, ip_valid, normalize_term
+from .tables import html_text
 
 RANGE_LABELS = dict(RANGE_CHOICES)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -398,6 +400,24 @@ class EventFilter(EventFilterForm):
             (category, [(key, label, key in chosen) for key, label in members])
             for category, members in action_choices(self.org.plan)
         ]
+
+    def activity_fieldsets(self) -> str:
+        """The Activity dropdown's checkboxes, a fieldset per category, as HTML: made
+        here because a template loop over a hundred checkboxes cost as much server time
+        as the rest of the page."""
+        h = html_text
+        return mark_safe(  # noqa: S308 - every value is escaped by html_text
+            "\n".join(
+                f"<fieldset><legend>{h(category)}</legend>"
+                + "".join(
+                    f'<label class="check"><input type="checkbox" name="action" '
+                    f'value="{h(key)}"{" checked" if on else ""}> {h(label)}</label>'
+                    for key, label, on in actions
+                )
+                + "</fieldset>"
+                for category, actions in self.activity_groups()
+            )
+        )
 
     @property
     def activity_summary(self) -> str:

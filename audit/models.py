@@ -61,6 +61,11 @@ class TrustedJSONField(models.JSONField):
         return None
 
 
+# A dict, not `kind in Product.Kind` and Product.Kind(kind).label: the page asks it for
+# every row, and the enum's lookups are slow.
+_PRODUCT_KIND_LABELS = {str(kind): label for kind, label in Product.Kind.choices}
+
+
 class EventQuerySet(models.QuerySet):
     def update(self, **kwargs):
         raise AppendOnlyError("Audit events are append-only: they cannot be updated.")
@@ -139,11 +144,7 @@ class Event(models.Model):
 
     @property
     def product_name(self) -> str:
-        return (
-            Product.Kind(self.product_kind).label
-            if self.product_kind in Product.Kind
-            else (self.product_kind)
-        )
+        return _PRODUCT_KIND_LABELS.get(self.product_kind, self.product_kind)
 
 
 class EventTerm(models.Model):

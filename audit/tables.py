@@ -1,16 +1,16 @@
-"""What the audit log shows of an event: the rows of its table, rendered by the partial
-templates/audit/_event_rows.html, and the cells the detail page shares.
+"""What the audit log shows of an event: the rows of its table (`event_rows`, made into
+HTML by `rows_html`), and the cells the detail page shares.
 
 The rows are one page of events already fetched by keyset: nothing here paginates or
 orders (that would COUNT and OFFSET). Each cell is worked out here, once, as text or
 escaped HTML, so the template only places it."""
 
+import html
 from collections.abc import Iterable
 from zoneinfo import ZoneInfo
 
 from django.urls import reverse
-from django.utils.html import format_html
-from django.utils.safestring import mark_safe
+from django.utils.safestring import SafeData, mark_safe
 
 from .models import Event
 
@@ -44,6 +44,38 @@ def event_rows(events: Iterable[Event], *, tz: ZoneInfo, query: str = "") -> lis
     return rows
 
 
+def html_text(value) -> str:
+    """`value` as HTML: itself when already safe, else escaped, as the template engine
+    does, without Django's lazy-string checks on every call (a page makes hundreds)."""
+    return value if isinstance(value, SafeData) else html.escape(str(value))
+
+
+def rows_html(rows: list[dict]) -> str:
+    """The table's rows as HTML, each cell escaped unless already safe. Built here, not
+    by a template loop, which cost several milliseconds of server time a page. data-label
+    names the cell in the one-card-per-row layout on phones, where the header row is
+    hidden."""
+    h = html_text
+    return mark_safe(  # noqa: S308 - every value is escaped by html_text
+        "\n".join(
+            '<tr><td class="col-time" data-label="Time"><span class="cell">'
+            f'<a href="{h(r["url"])}" class="row-link">{h(r["time"])}'
+            '<span class="visually-hidden">: view details</span></a></span></td>'
+            '<td class="col-actor" data-label="Actor"><span class="cell">'
+            f"{h(r['actor'])}</span></td>"
+            f'<td class="col-activity" data-label="Activity"><span class="cell">{h(r["activity"])}'
+            "</span></td>"
+            f'<td class="col-details" data-label="Details"><span class="cell">{h(r["details"])}'
+            "</span></td>"
+            f'<td class="col-product" data-label="Product"><span class="cell">{h(r["product"])}'
+            "</span></td>"
+            f'<td class="col-location" data-label="Location"><span class="cell">'
+            f"{h(r['location'])}</span></td></tr>"
+            for r in rows
+        )
+    )
+
+
 def item_rows(items: list) -> list[tuple[str, str]]:
     """Context or container items as (name, what it is) for people to read."""
     rows = []
@@ -66,8 +98,8 @@ def two_lines(first: str, second: str):
     if not second:
         return first
     if not first:
-        return format_html('<span class="sub">{}</span>', second)
-    return format_html('{}<span class="sub">{}</span>', first, second)
+        return mark_safe(f'<span class="sub">{html_text(second)}</span>')  # noqa: S308
+    return mark_safe(f'{html_text(first)}<span class="sub">{html_text(second)}</span>')  # noqa: S308
 
 
 def actor_html(event: Event):
@@ -88,4 +120,4 @@ def breakable_email(email: str):
     local, at, domain = email.rpartition("@")
     if not at:
         return email
-    return format_html("{}<wbr>@{}", local, domain)
+    return mark_safe(f"{html.escape(local)}<wbr>@{html.escape(domain)}")  # noqa: S308

@@ -23,7 +23,7 @@ from .services import (
     stored_label,
 )
 from .settings_forms import ActivitySettingForm
-from .tables import actor_html, event_rows, item_rows, local_time, location_text
+from .tables import actor_html, event_rows, item_rows, local_time, location_text, rows_html
 
 
 @login_required
@@ -44,7 +44,7 @@ def event_list(request, org_id: int):
     here = urlencode(items + [("cursor", page.cursor)]) if page.cursor else query  # for "back"
     context |= {
         "page": page,
-        "rows": event_rows(page.events, tz=tz, query=here),
+        "rows": rows_html(event_rows(page.events, tz=tz, query=here)),
         "chart": activity_chart(events),
         "query": query,
     }
