@@ -300,3 +300,25 @@ def test_the_page_needs_at_most_8_queries(signed_in, org, params, django_assert_
     if older:
         with django_assert_max_num_queries(8):
             signed_in.get(url(org) + "?" + older.group(1).replace("&amp;", "&"))
+
+
+def test_what_events_hold_is_escaped_in_every_cell(signed_in, org, jira):
+    hostile = '<script>alert("x")</script>&'
+    event_record(
+        organization=org,
+        action="group_member_added",
+        actor=Actor("user", "u1", hostile, 'a"<b>@evil.test'),
+        product=jira,
+        context=[item("group", 1, hostile), item("user", 2, hostile)],
+        ip="203.0.113.9",
+    )
+    event_record(organization=org, action="group_created", actor=Actor("api_token", "7", hostile))
+    page = signed_in.get(url(org, action="group_member_added")).content.decode()
+    assert "<script>" not in page and "<b>" not in page
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;&amp;" in page  # the actor's name
+    assert "a&quot;&lt;b&gt;<wbr>@evil.test" in page  # the email, breakable before the @
+    listed = signed_in.get(url(org)).content.decode()
+    assert "<script>" not in listed and listed.count("&lt;script&gt;") >= 3
+    refused = signed_in.get(url(org, action=["group_created", '"><b>nope']))
+    assert refused.status_code == 400 and "<b>" not in refused.content.decode()
+    assert 'value="group_created" checked' in refused.content.decode()
