@@ -302,6 +302,22 @@ def append_only_uninstall(schema_editor) -> None:
         schema_editor.execute(f"DROP TABLE IF EXISTS {SQLITE_GUARD_TABLE}")
 
 
+def purge_functions_refresh(using=None) -> bool:
+    """PostgreSQL: rewrites the purge functions with today's AUDIT_MIN_RETENTION_DAYS
+    (CREATE OR REPLACE: no table is locked); run after every migrate (audit.apps), as the
+    owner role, so a changed minimum holds once `migrate` has run, with or without a
+    migration to apply. False when there is nothing to do."""
+    conn = using or connection
+    if conn.vendor != "postgresql":
+        return False
+    if "audit_eventhourlytotal" not in set(conn.introspection.table_names()):
+        return False  # a migrate that stopped before the tables the functions name
+    with conn.cursor() as cursor:
+        for sql in _pg_purge_functions_sql(settings.AUDIT_MIN_RETENTION_DAYS):
+            cursor.execute(sql)
+    return True
+
+
 def grants_apply(using=None) -> bool:
     """PostgreSQL: gives the application role (DATABASE_APP_ROLE) what it needs and no
     more; run after every migrate (audit.apps), as the owner role. Returns False when

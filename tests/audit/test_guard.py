@@ -10,6 +10,7 @@ from datetime import timedelta
 import psycopg
 import pytest
 from django.conf import settings
+from django.core.management import call_command
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
@@ -201,3 +202,22 @@ def test_the_app_runs_as_the_application_role_end_to_end(org, admin):
     assert "Removed 1 events" in done.stdout
     actions = list(Event.objects.filter(organization=org).values_list("action__key", flat=True))
     assert sorted(actions) == ["audit_log_purged", "group_created"]
+
+
+@postgres_only
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_migrate_with_nothing_to_apply_writes_a_new_minimum_into_the_purge_function(settings):
+    def minimum_in_function() -> str:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT prosrc FROM pg_proc WHERE proname = 'audit_purge_batch'")
+            return cursor.fetchone()[0]
+
+    assert "make_interval(days => 180)" in minimum_in_function()
+    settings.AUDIT_MIN_RETENTION_DAYS = 400
+    try:
+        call_command("migrate", verbosity=0)
+        assert "make_interval(days => 400)" in minimum_in_function()
+    finally:
+        settings.AUDIT_MIN_RETENTION_DAYS = 180
+        call_command("migrate", verbosity=0)
+    assert "make_interval(days => 180)" in minimum_in_function()
