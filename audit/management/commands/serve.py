@@ -51,6 +51,8 @@ class Command(BaseCommand):
     def handle(self, *args, bind: str, workers: int, **options):
         bin_dir = os.path.dirname(sys.executable)
         worker: subprocess.Popen | None = self.worker_start()
+        # The demo stream's receiver (audit/demo.py): prints what Acme Labs streams.
+        receiver = self.start("stream receiver", [sys.executable, "manage.py", "stream_receiver"])
         gunicorn = os.path.join(bin_dir, "gunicorn")
         web = self.start(
             "web",
@@ -62,7 +64,7 @@ class Command(BaseCommand):
                 f"\nAudit log: http://{bind}/\n"
                 f"  org admin:   {ADMIN_EMAIL} / {DEMO_PASSWORD}\n"
                 f"  Django admin http://{bind}/staff/ as {STAFF_EMAIL} / {DEMO_PASSWORD}\n"
-                "Press Ctrl-C to stop the web server and the worker.\n"
+                "Press Ctrl-C to stop the web server, the worker and the stream receiver.\n"
             )
         )
         stopping, signalled = False, set()
@@ -70,7 +72,7 @@ class Command(BaseCommand):
         def stop(*_):
             nonlocal stopping
             stopping = True
-            for proc in (web, worker):
+            for proc in (web, worker, receiver):
                 # One SIGTERM each, however many times Ctrl-C is pressed.
                 if proc is not None and proc.pid not in signalled and proc.poll() is None:
                     signalled.add(proc.pid)
@@ -94,7 +96,7 @@ class Command(BaseCommand):
                     pass
         finally:
             stop()
-            for proc in (web, worker):
+            for proc in (web, worker, receiver):
                 if proc is None:
                     continue
                 try:
