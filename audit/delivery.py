@@ -169,10 +169,10 @@ class Sender:
 
 
 def _error_text(exc: Exception) -> str:
+    if isinstance(exc, urllib3.exceptions.NewConnectionError):  # a TimeoutError subclass
+        return "Could not connect"
     if isinstance(exc, urllib3.exceptions.TimeoutError):
         return "Timed out"
-    if isinstance(exc, urllib3.exceptions.NewConnectionError):
-        return "Could not connect"
     if isinstance(exc, urllib3.exceptions.SSLError):
         return "TLS error: " + str(exc.args[0] if exc.args else exc)[:200]
     return f"{type(exc).__name__}: {exc}"[:300]
