@@ -169,7 +169,8 @@ def main() -> None:
             f"record -> receipt latency: p50 {p50:.2f} s, p95 {p95:.2f} s, max "
             f"{latencies[-1]:.2f} s (targets p50 <= 2 s, p95 <= 5 s)"
         )
-        order = [i for i in sorted(got, key=got.get) if i in set(ids)]
+        wanted = set(ids)
+        order = [i for i in sorted(got, key=got.get) if i in wanted]
         print(f"  in order: {order == sorted(order)}; all received: {set(ids) <= got.keys()}")
 
         down.value = 1
