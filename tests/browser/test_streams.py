@@ -15,7 +15,11 @@ pytestmark = [
 
 
 def test_add_a_stream_send_a_test_event_and_see_it_in_the_delivery_log(
-    page, live_server, org, admin, receiver  # noqa: F811
+    page,
+    live_server,
+    org,
+    admin,
+    receiver,  # noqa: F811
 ):
     sign_in(page, live_server, admin.email)
     page.goto(f"{live_server.url}/o/{org.pk}/audit-log/")
