@@ -19,7 +19,7 @@ run: install
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py seed_demo --if-empty
 	$(BIN)/python manage.py collectstatic --noinput --verbosity 0
-	$(BIN)/python manage.py serve --simulator
+	$(BIN)/python manage.py serve --demo
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -7,7 +7,7 @@ from django_q import models as django_q_models
 from orgs.admin import DeletionsRecordedMixin, ReadOnlyAdminMixin
 from orgs.models import Organization
 
-from .models import Activity, ActivitySetting, Event, EventTerm
+from .models import Activity, ActivitySetting, Event, EventTerm, Stream, StreamAttempt
 from .services import (
     activity_setting_refusal,
     activity_setting_update,
@@ -119,3 +119,63 @@ for _model, _admin_class in [
     if admin.site.is_registered(_model):
         admin.site.unregister(_model)
     admin.site.register(_model, type(_admin_class.__name__, (_ReadOnlyTaskAdmin, _admin_class), {}))
+
+
+class StreamAttemptInline(admin.TabularInline):
+    model = StreamAttempt
+    fields = ["started_at", "status_code", "error", "batch_size", "latency_ms"]
+    readonly_fields = fields
+    ordering = ["-id"]
+    extra = 0
+    max_num = 0
+    can_delete = False
+
+
+@admin.register(Stream)
+class StreamAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Streams are the organization's to manage (the Streams page records every
+    change): staff look. The secrets and the Authorization header are never shown."""
+
+    list_display = ["name", "organization", "url", "enabled", "failures", "last_success_at"]
+    list_filter = ["enabled"]
+    list_select_related = ["organization"]
+    search_fields = ["name", "organization__name"]
+    fields = [
+        "organization",
+        "name",
+        "url",
+        "categories",
+        "product_kinds",
+        "enabled",
+        "paused_reason",
+        "cursor_txid",
+        "cursor_id",
+        "failures",
+        "first_failure_at",
+        "next_attempt_at",
+        "last_error",
+        "last_success_at",
+        "lease_owner",
+        "lease_until",
+        "created_at",
+        "created_by",
+    ]
+    inlines = [StreamAttemptInline]
+
+
+@admin.register(StreamAttempt)
+class StreamAttemptAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["started_at", "stream", "status_code", "error", "batch_size", "latency_ms"]
+    list_select_related = ["stream"]
+    fields = [
+        "stream",
+        "started_at",
+        "batch_id",
+        "status_code",
+        "error",
+        "batch_size",
+        "latency_ms",
+        "first_event_id",
+        "last_event_id",
+        "is_test",
+    ]

@@ -6,7 +6,7 @@ recording service all read that table. Keys are stable: never rename one.
 
 Message templates use str.format fields filled by the recording service: {actor},
 {user}, {group}, {site}, {product}, {page}, {issue}, {space}, {token}, {policy},
-{domain}, {role}, {webhook}, {label}, {setting}, {old}, {new}, {count}, {ip}, {plan};
+{domain}, {role}, {webhook}, {reason}, {label}, {setting}, {old}, {new}, {count}, {ip}, {plan};
 a field without a value reads as a plain noun ("a page", "a group").
 """
 
@@ -409,9 +409,33 @@ ACTIONS = [
     ),
     _A(
         "audit_log_webhook_paused",
+        "Streaming webhook paused by failures",
+        "audit_log",
+        "Streaming to {webhook} was paused: {reason}",
+    ),
+    _A(
+        "audit_log_webhook_disabled",
         "Paused streaming webhook",
         "audit_log",
-        "Streaming to {webhook} was paused after repeated failures",
+        "{actor} paused streaming webhook {webhook}",
+    ),
+    _A(
+        "audit_log_webhook_enabled",
+        "Resumed streaming webhook",
+        "audit_log",
+        "{actor} resumed streaming webhook {webhook}",
+    ),
+    _A(
+        "audit_log_webhook_tested",
+        "Sent streaming webhook test event",
+        "audit_log",
+        "{actor} sent a test event to streaming webhook {webhook}",
+    ),
+    _A(
+        "audit_log_webhook_secret_rotated",
+        "Rotated streaming webhook secret",
+        "audit_log",
+        "{actor} rotated the signing secret of streaming webhook {webhook}",
     ),
     _A(
         "audit_log_purge_held",

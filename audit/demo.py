@@ -211,6 +211,10 @@ DETAIL_VALUES: dict[str, Sequence | str] = {
     "count": range(10, 10000),
     "domain": "acme.test",
     "role": "member",
+    "reason": [
+        "the receiver answered 410 Gone.",
+        "10 deliveries in a row failed since 2026-05-04 09:12 UTC (last: Timed out).",
+    ],
 }
 # What an action's {setting}, {old} and {new} stand for: a list to draw one from, or
 # the one change it always is.
@@ -399,3 +403,27 @@ class ActivityGenerator:
             user_agent=USER_AGENTS[int(r() * len(USER_AGENTS))],
             location=location,
         )
+
+
+# The demo's stream: Acme Labs sends its activity to `manage.py stream_receiver`,
+# which `make run` (manage.py serve) starts on this port.
+DEMO_RECEIVER_PORT = 8025
+DEMO_STREAM_NAME = "Local receiver (demo)"
+
+
+def demo_stream_create(org: Organization) -> str:
+    """Acme Labs' demo stream, unless it has one; says what was done."""
+    from .streams import Author, StreamRefused, stream_create
+
+    if org.streams.exists():
+        return f"{org.name} already has a stream."
+    try:
+        stream, _ = stream_create(
+            organization=org,
+            name=DEMO_STREAM_NAME,
+            url=f"http://127.0.0.1:{DEMO_RECEIVER_PORT}/",
+            by=Author(),
+        )
+    except StreamRefused as exc:
+        return f"No demo stream: {exc}"
+    return f"{org.name} streams to {stream.url} (manage.py stream_receiver prints what arrives)."

@@ -236,3 +236,81 @@ class IngestedEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.product_id}:{self.external_id} -> {self.event_id}"
+
+
+class Stream(models.Model):
+    """A destination the organization's events are POSTed to as they are recorded
+    (README, "Streaming"). `cursor_txid`, `cursor_id` is its durable position in the
+    events stream's (txid, id) recording order (audit.selectors.event_stream_slice):
+    everything at or before it was delivered (2xx) or filtered out. Only the worker
+    holding the lease (`lease_owner` until `lease_until`) delivers it."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="streams")
+    name = models.CharField(max_length=100)
+    url = models.URLField("destination URL", max_length=500)
+    # Write-only: sent as the Authorization header, never shown (pages, admin) again.
+    authorization = models.CharField(max_length=1000, blank=True)
+    categories = models.JSONField(default=list, blank=True)  # activity category keys
+    product_kinds = models.JSONField(default=list, blank=True)  # Product.Kind values
+    enabled = models.BooleanField(default=True)
+    paused_reason = models.CharField(max_length=300, blank=True)
+    secret = models.CharField(max_length=80)
+    previous_secret = models.CharField(max_length=80, blank=True)
+    previous_secret_until = models.DateTimeField(null=True, blank=True)
+    cursor_txid = models.BigIntegerField(default=0)
+    cursor_id = models.BigIntegerField(default=0)
+    failures = models.PositiveIntegerField(default=0)  # consecutive
+    first_failure_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=300, blank=True)
+    last_success_at = models.DateTimeField(null=True, blank=True)
+    lease_owner = models.CharField(max_length=64, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["organization", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def health(self) -> str:
+        if not self.enabled:
+            return "paused"
+        return "retrying" if self.failures else "healthy"
+
+
+class StreamAttempt(models.Model):
+    """One POST to a stream's destination (the last 100 are kept per stream)."""
+
+    stream = models.ForeignKey(
+        Stream, on_delete=models.CASCADE, related_name="attempts", db_index=False
+    )
+    started_at = models.DateTimeField()
+    batch_id = models.CharField(max_length=40)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.CharField(max_length=300, blank=True)
+    batch_size = models.PositiveIntegerField(default=0)
+    latency_ms = models.PositiveIntegerField(default=0)
+    first_event_id = models.BigIntegerField(null=True, blank=True)
+    last_event_id = models.BigIntegerField(null=True, blank=True)
+    is_test = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["stream", "id"], name="streamattempt_stream_id")]
+
+    def __str__(self) -> str:
+        return f"{self.stream_id} {self.started_at:%Y-%m-%d %H:%M:%S} {self.outcome}"
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+    @property
+    def outcome(self) -> str:
+        return str(self.status_code) if self.status_code is not None else self.error

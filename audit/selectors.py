@@ -430,6 +430,17 @@ def _stream_horizon() -> int:
         return cursor.fetchone()[0]
 
 
+def stream_position_now() -> StreamPosition:
+    """A position at or after every event committed so far and before every event
+    still to commit: where a new reader that wants only what comes next starts (a
+    streaming destination when it is added). PostgreSQL: just below the horizon, so
+    events of transactions still running are still ahead."""
+    if connection.vendor == "postgresql":
+        return _stream_horizon() - 1, 2**63 - 1
+    newest = Event.objects.order_by("-id").values_list("id", flat=True).first()
+    return 0, newest or 0
+
+
 def event_stream_slice(
     org: Organization,
     after: StreamPosition | None,

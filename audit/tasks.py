@@ -57,3 +57,25 @@ def retention_schedule_ensure(schedule_model=None):
             repeats=-1,
             next_run=next_run_after(timezone.now()),
         )
+
+
+def streams_deliver() -> dict:
+    """Run every minute by the schedule migration 0013 makes, and started at once when
+    a stream is created or resumed: the delivery loop (audit.streams). When its time is
+    up it queues its successor, so delivery goes on without waiting for the schedule."""
+    from django_q.conf import Conf
+    from django_q.tasks import async_task
+
+    from .streams import streams_deliver_loop
+
+    result = streams_deliver_loop()
+    if result["handover"] and not Conf.SYNC:  # in-process, a successor would recurse
+        async_task("audit.tasks.streams_deliver", task_name="streams-deliver-next")
+    return result
+
+
+def stream_test_send(stream_id: int, event_id: int | None) -> str:
+    """Enqueued (on commit) by Send test event."""
+    from .streams import stream_test_send as send
+
+    return send(stream_id, event_id)

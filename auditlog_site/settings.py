@@ -304,6 +304,26 @@ if min(API_RATE_LIMIT, API_RATE_WINDOW, INGEST_RATE_LIMIT) < 1:
 INGEST_MAX_BODY_BYTES = 5 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = INGEST_MAX_BODY_BYTES
 
+# Streaming (README, "Streaming"). Destinations that resolve to a loopback, private,
+# link-local, multicast or reserved address are refused unless this is on (development
+# and tests: local receivers); plain http:// only when https is not required.
+STREAM_ALLOW_PRIVATE_HOSTS = envbool("STREAM_ALLOW_PRIVATE_HOSTS", str(DEBUG or TESTING))
+STREAM_REQUIRE_HTTPS = envbool("STREAM_REQUIRE_HTTPS", str(not (DEBUG or TESTING)))
+# A stream is paused after this many consecutive failed deliveries spanning at least
+# this many minutes; between tries it waits 1 s, 2 s, 4 s ... at most
+# STREAM_RETRY_MAX_SECONDS, each with jitter.
+STREAM_PAUSE_AFTER_FAILURES = envint("STREAM_PAUSE_AFTER_FAILURES", 10)
+STREAM_PAUSE_AFTER_MINUTES = envint("STREAM_PAUSE_AFTER_MINUTES", 30)
+STREAM_RETRY_MAX_SECONDS = envint("STREAM_RETRY_MAX_SECONDS", 300)
+# The delivery loop (audit.tasks.streams_deliver): looks for new events every
+# STREAM_POLL seconds for STREAM_LOOP_SECONDS, then hands over to a fresh task; a
+# worker's hold on a stream lapses STREAM_LEASE_SECONDS after its last renewal.
+STREAM_POLL = float(os.getenv("STREAM_POLL", "0.5"))
+STREAM_LOOP_SECONDS = envint("STREAM_LOOP_SECONDS", 55)
+STREAM_LEASE_SECONDS = envint("STREAM_LEASE_SECONDS", 30)
+# After a secret rotation the previous secret signs too, for this many hours.
+STREAM_SECRET_GRACE_HOURS = envint("STREAM_SECRET_GRACE_HOURS", 24)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -1,6 +1,7 @@
 from zoneinfo import available_timezones
 
 from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
+from django.core.validators import MaxValueValidator
 from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
@@ -119,7 +120,13 @@ class Plan(models.Model):
         help_text="Admins may choose whether user-created content is stored.",
     )
     streaming = models.BooleanField(default=False)
-    max_webhooks = models.PositiveSmallIntegerField(default=0)
+    max_webhooks = models.PositiveSmallIntegerField(
+        "streams",
+        default=0,
+        validators=[MaxValueValidator(3)],
+        help_text="Streaming destinations the organization may have (0 to 3); "
+        "used only when streaming is on.",
+    )
     retention_days = models.PositiveIntegerField(default=180)
 
     class Meta:

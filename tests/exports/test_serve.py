@@ -151,7 +151,7 @@ def test_serve_with_the_simulator_feeds_the_demo_through_the_ingest_endpoint(sit
     log_path = tmp_path / "serve.log"
     log = open(log_path, "wb")  # noqa: SIM115 - closed below
     serve = subprocess.Popen(
-        [sys.executable, "manage.py", "serve", "--bind", f"127.0.0.1:{port}", "--simulator"],
+        [sys.executable, "manage.py", "serve", "--bind", f"127.0.0.1:{port}", "--demo"],
         cwd=ROOT,
         env=site_env,
         stdout=log,

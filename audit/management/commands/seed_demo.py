@@ -14,6 +14,7 @@ from audit.demo import (
     STAFF_EMAIL,
     ActivityGenerator,
     demo_orgs_create,
+    demo_stream_create,
 )
 from audit.models import Event
 from audit.recording import record_specs
@@ -115,6 +116,8 @@ class Command(BaseCommand):
                     # per chunk.
                     total += len(record_specs(org, chunk, CHUNK)[0])
         self.stdout.write(f"Recorded {total:,} demo events in {time.monotonic() - started:.1f} s.")
+        labs = next(o for o, d in zip(orgs, DEMO_ORGS, strict=True) if d.name == "Acme Labs")
+        self.stdout.write(demo_stream_create(labs))
         self._simulator_keys(keys_path)
         self._print_logins()
 

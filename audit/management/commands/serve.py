@@ -1,11 +1,11 @@
-"""Serve the app with gunicorn and the django-q2 worker together (and, with --simulator,
-the demo's product simulator); Ctrl-C stops them all.
+"""Serve the app with gunicorn and the django-q2 worker together (and, with --demo, the
+demo's product simulator and stream receiver); Ctrl-C stops them all.
 
 The worker runs in its own session so the terminal's Ctrl-C (sent to the whole
 foreground process group) does not reach its children: qcluster hangs when every
 process of its group is signalled at once. It gets one SIGTERM to its main PID.
 
-A worker (or the simulator) that dies is started again after 1 s, 2 s, 4 s ... (at most
+A worker (or a demo companion) that dies is started again after 1 s, 2 s, 4 s ... (at most
 a minute; back to 1 s once one has stayed up a minute), and the web goes on serving. What
 a dead worker leaves of its process group (qcluster's sentinel and workers survive
 their parent) is killed first, so two clusters never run at once. If gunicorn dies,
@@ -29,7 +29,7 @@ STABLE_AFTER = 60
 
 class Companion:
     """A process that runs beside the web server (the worker; in the demo, the product
-    simulator), started again with back-off when it dies."""
+    simulator and the stream receiver), started again with back-off when it dies."""
 
     def __init__(self, serve: "Command", kind: str, command: list[str]):
         self.serve, self.kind, self.command = serve, kind, command
@@ -63,9 +63,10 @@ class Command(BaseCommand):
         parser.add_argument("--bind", default=os.getenv("BIND", "127.0.0.1:8000"))
         parser.add_argument("--workers", type=int, default=int(os.getenv("WEB_WORKERS", "2")))
         parser.add_argument(
-            "--simulator",
+            "--demo",
             action="store_true",
-            help="also run the demo's product simulator (simulate_products), as make run does",
+            help="also run the demo's product simulator (simulate_products) and stream "
+            "receiver (stream_receiver), as make run does",
         )
 
     def start(self, kind: str, command: list[str]) -> subprocess.Popen:
@@ -73,16 +74,18 @@ class Command(BaseCommand):
         self.stderr.write(f"serve: {kind} started (pid {proc.pid})")
         return proc
 
-    def handle(self, *args, bind: str, workers: int, simulator: bool, **options):
+    def handle(self, *args, bind: str, workers: int, demo: bool, **options):
         bin_dir = os.path.dirname(sys.executable)
         manage = [sys.executable, "manage.py"]
         companions = [Companion(self, "worker", [*manage, "qcluster"])]
-        if simulator:
+        if demo:
             host, _, port = bind.rpartition(":")
             url = f"http://{'127.0.0.1' if host in ('', '0.0.0.0') else host}:{port}"  # noqa: S104
-            companions.append(
-                Companion(self, "simulator", [*manage, "simulate_products", "--url", url])
-            )
+            companions += [
+                Companion(self, "simulator", [*manage, "simulate_products", "--url", url]),
+                # The demo stream's receiver (audit/demo.py): prints what Acme Labs streams.
+                Companion(self, "stream receiver", [*manage, "stream_receiver"]),
+            ]
         for companion in companions:
             companion.start()
         gunicorn = os.path.join(bin_dir, "gunicorn")
@@ -96,7 +99,7 @@ class Command(BaseCommand):
                 f"\nAudit log: http://{bind}/\n"
                 f"  org admin:   {ADMIN_EMAIL} / {DEMO_PASSWORD}\n"
                 f"  Django admin http://{bind}/staff/ as {STAFF_EMAIL} / {DEMO_PASSWORD}\n"
-                "Press Ctrl-C to stop the web server and the worker.\n"
+                "Press Ctrl-C to stop them all.\n"
             )
         )
         stopping, signalled = False, set()
