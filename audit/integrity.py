@@ -1,0 +1,643 @@
+"""Tamper evidence on the server: the signing key, sealing each organization's new events
+into signed, chained Merkle blocks, verifying them, inclusion proofs and signed
+export manifests. The serialization, tree and checks themselves are audit.verify's,
+which needs no Django, so the standalone verifier checks exactly what is sealed here.
+
+Order: blocks follow recording order, the events stream's (txid, id) on PostgreSQL
+(id on SQLite), never event time. On PostgreSQL only events whose transaction is older
+than the oldest one still running are sealed (the stream's horizon, see
+audit.selectors.event_stream_slice): a transaction that commits late lands after every
+sealed position, in the next block, never inside a sealed span.
+
+Events recorded before migration 0014 have no stored hash; sealing computes it from the
+row (the guard refuses the UPDATE a backfill would need, and rewriting every row of a
+large table in one migration would lock it for minutes). They are as trustworthy as
+the row was when first sealed; every event after that is hashed as it is recorded.
+"""
+
+import base64
+import bisect
+import ipaddress
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from orgs.models import Organization
+
+from . import verify
+from .models import Block, Event, IntegrityCheck, RetentionMark
+from .recording import activity_keys_by_id
+
+logger = logging.getLogger(__name__)
+
+_SEAL_LOCK = 0x5EA1 << 40  # PostgreSQL advisory lock key base, plus the organization id
+Position = tuple[int, int]  # (txid or 0, id)
+
+
+class SigningKeyMissing(Exception):
+    """No signing key is configured (AUDIT_SIGNING_KEY / AUDIT_SIGNING_KEY_FILE)."""
+
+
+# -- keys --------------------------------------------------------------------------------
+
+
+def signing_key():
+    """The Ed25519 private key blocks and manifests are signed with, or None."""
+    return _signing_key(settings.AUDIT_SIGNING_KEY, settings.AUDIT_SIGNING_KEY_FILE)
+
+
+@lru_cache(maxsize=4)
+def _signing_key(value: str, path: str):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    if not value and path and Path(path).is_file():
+        value = Path(path).read_text()
+    value = value.strip()
+    if not value:
+        return None
+    if value.startswith("-----BEGIN"):
+        key = load_pem_private_key(value.encode(), password=None)
+    else:
+        key = Ed25519PrivateKey.from_private_bytes(base64.b64decode(value, validate=True))
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError("The audit log signing key must be an Ed25519 key.")
+    return key
+
+
+def signing_key_required():
+    key = signing_key()
+    if key is None:
+        raise SigningKeyMissing(
+            "No audit log signing key: set AUDIT_SIGNING_KEY_FILE (`python manage.py "
+            "audit_signing_key --create` writes one) or AUDIT_SIGNING_KEY."
+        )
+    return key
+
+
+def signing_key_create(path: Path) -> str:
+    """Writes a new private key (PEM, mode 0600) to `path`; returns its public key."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        NoEncryption,
+        PrivateFormat,
+    )
+
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600, exist_ok=False)
+    path.write_bytes(pem)
+    return public_b64(key.public_key())
+
+
+def public_b64(public_key) -> str:
+    return base64.b64encode(verify.public_raw(public_key)).decode()
+
+
+def public_keys() -> list[dict]:
+    """The current public key (if any) and the retired ones: what a verifier trusts."""
+    keys = []
+    current = signing_key()
+    if current is not None:
+        keys.append(_key_json(current.public_key(), "current"))
+    for text in settings.AUDIT_RETIRED_PUBLIC_KEYS:
+        keys.append(_key_json(verify.public_key_load(text), "retired"))
+    return keys
+
+
+def _key_json(public_key, status: str) -> dict:
+    return {
+        "keyId": verify.key_id(verify.public_raw(public_key)),
+        "algorithm": "Ed25519",
+        "publicKey": public_b64(public_key),
+        "status": status,
+    }
+
+
+def trusted_keys() -> dict:
+    return {k["keyId"]: verify.public_key_load(k["publicKey"]) for k in public_keys()}
+
+
+def _sign(message: bytes) -> tuple[str, str]:
+    """(key id, base64 signature) of `message` with the signing key."""
+    key = signing_key_required()
+    kid = verify.key_id(verify.public_raw(key.public_key()))
+    return kid, base64.b64encode(key.sign(message)).decode()
+
+
+# -- events as stored --------------------------------------------------------------------
+
+_COLUMNS = ("txid", "id", *(f if f != "action" else "action_id" for f in verify.EVENT_FIELDS))
+_OCCURRED = _COLUMNS.index("occurred_at")
+
+
+def _select() -> str:
+    """The columns _Rows reads. On SQLite times as their stored text: Django's converter
+    would parse each into a datetime only for it to be formatted again."""
+    columns = list(_COLUMNS)
+    if connection.vendor == "sqlite":
+        for name in ("occurred_at", "recorded_at"):
+            columns[_COLUMNS.index(name)] = f"CAST({name} AS text)"
+    return f"SELECT {', '.join(columns)}, hash FROM {Event._meta.db_table}"
+
+
+def _sqlite_time(text: str) -> str:
+    """Django's SQLite text "YYYY-MM-DD HH:MM:SS[.ffffff]" (UTC) in canonical form."""
+    fraction = text[20:26].ljust(6, "0")
+    return f"{text[:10]}T{text[11:19]}.{fraction}Z"
+
+
+def _json_canonical(value) -> str:
+    if isinstance(value, str):
+        if value in ("[]", "{}"):
+            return value
+        value = json.loads(value)
+    return verify.canonical_json(value)
+
+
+@lru_cache(maxsize=16384)
+def _ip_canonical(value) -> str | None:
+    return str(ipaddress.ip_address(str(value))) if value else None
+
+
+class _Rows:
+    """Reads events as stored, with what their hashes need, per database."""
+
+    def __init__(self):
+        self.sqlite = connection.vendor == "sqlite"
+        self.action_keys = activity_keys_by_id()
+
+    def values(self, row: Sequence) -> list:
+        """The canonical EVENT_FIELDS values of a row of _SELECT."""
+        (_txid, _id, org, occurred, recorded, action, actor_type, actor_id, actor_name,
+         actor_email, product_id, product_kind, site_name, context, container, content,
+         details, ip, user_agent, country, region, city, message, _hash) = row  # fmt: skip
+        time = _sqlite_time if self.sqlite else verify.canonical_time
+        return [
+            org,
+            time(occurred),
+            time(recorded),
+            self.action_keys.get(action, str(action)),
+            actor_type,
+            actor_id,
+            actor_name,
+            actor_email,
+            product_id,
+            product_kind,
+            site_name,
+            _json_canonical(context),
+            _json_canonical(container),
+            content,
+            _json_canonical(details),
+            _ip_canonical(ip),
+            user_agent,
+            country,
+            region,
+            city,
+            message,
+        ]
+
+    def micros(self, occurred) -> int:
+        if self.sqlite:
+            occurred = datetime.fromisoformat(occurred).replace(tzinfo=UTC)
+        return verify.time_micros(occurred)
+
+    def leaf(self, row: Sequence) -> tuple[bytes, bytes]:
+        """(leaf data from the row's fields, the hash recorded with it or b"")."""
+        digest = verify.event_hash(self.values(row))
+        return verify.leaf_data(self.micros(row[_OCCURRED]), digest), bytes(row[-1] or b"")
+
+    def between(
+        self, org_id: int, after: Position | None, upto: Position | None, *, limit: int = 0
+    ) -> list:
+        """The organization's events past `after` up to `upto` (inclusive) in recording
+        order; on PostgreSQL only below the horizon when `upto` is None."""
+        sql, params = [f"{_select()} WHERE organization_id = %s"], [org_id]
+        if self.sqlite:
+            if after is not None:
+                sql.append("AND id > %s")
+                params.append(after[1])
+            if upto is not None:
+                sql.append("AND id <= %s")
+                params.append(upto[1])
+            sql.append("ORDER BY id")
+        else:
+            if after is not None:
+                sql.append("AND (txid, id) > (%s, %s)")
+                params += after
+            if upto is not None:
+                sql.append("AND (txid, id) <= (%s, %s)")
+                params += upto
+            else:
+                sql.append("AND txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+            sql.append("ORDER BY txid, id")
+        if limit:
+            sql.append(f"LIMIT {int(limit)}")
+        with connection.cursor() as cursor:
+            cursor.execute(" ".join(sql), params)
+            return cursor.fetchall()
+
+
+def _position(block: Block, which: str) -> Position:
+    return (getattr(block, f"{which}_txid") or 0, getattr(block, f"{which}_event_id"))
+
+
+# -- sealing -----------------------------------------------------------------------------
+
+
+def block_header(block: Block) -> dict:
+    """A block as audit.verify reads it (and the digests API serves it)."""
+    return {
+        "version": verify.BLOCK_VERSION,
+        "organization": block.organization_id,
+        "sequence": block.sequence,
+        "first": [block.first_txid, block.first_event_id],
+        "last": [block.last_txid, block.last_event_id],
+        "event_count": block.event_count,
+        "total_events": block.total_events,
+        "merkle_root": block.merkle_root,
+        "previous_hash": block.previous_hash,
+        "sealed_at": verify.canonical_time(block.sealed_at),
+        "key_id": block.key_id,
+        "hash": block.block_hash,
+        "signature": block.signature,
+    }
+
+
+def _lock(org_id: int) -> None:
+    """Serializes sealing per organization: PostgreSQL with an advisory lock held to the
+    end of the transaction; SQLite's transactions begin IMMEDIATE (one writer)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_SEAL_LOCK + org_id])
+
+
+def seal_org(org_id: int, *, block_events: int | None = None) -> int:
+    """Seals everything the organization recorded so far (below the horizon) into new
+    blocks of at most AUDIT_SEAL_BLOCK_EVENTS events; returns the number of events
+    sealed. Idempotent, and serialized per organization: two sealers at once seal
+    each event once."""
+    block_events = block_events or settings.AUDIT_SEAL_BLOCK_EVENTS
+    signing_key_required()
+    rows_of = _Rows()
+    sealed = 0
+    while True:
+        with transaction.atomic():
+            _lock(org_id)
+            last = (
+                Block.objects.filter(organization_id=org_id)
+                .defer("leaves")
+                .order_by("-sequence")
+                .first()
+            )
+            after = _position(last, "last") if last else None
+            rows = rows_of.between(org_id, after, None, limit=block_events)
+            if not rows:
+                return sealed
+            _block_create(org_id, last, rows, rows_of)
+        sealed += len(rows)
+        if len(rows) < block_events:
+            return sealed
+
+
+def _block_create(org_id: int, last: Block | None, rows: list, rows_of: _Rows) -> Block:
+    leaves = []
+    for row in rows:
+        digest = bytes(row[-1]) if row[-1] is not None else None
+        if digest is None:  # recorded before hashes were (see the module docstring)
+            digest = verify.event_hash(rows_of.values(row))
+        leaves.append(verify.leaf_data(rows_of.micros(row[_OCCURRED]), digest))
+    block = Block(
+        organization_id=org_id,
+        sequence=last.sequence + 1 if last else 1,
+        first_txid=rows[0][0],
+        first_event_id=rows[0][1],
+        last_txid=rows[-1][0],
+        last_event_id=rows[-1][1],
+        event_count=len(rows),
+        total_events=(last.total_events if last else 0) + len(rows),
+        merkle_root=verify.merkle_root(leaves).hex(),
+        previous_hash=last.block_hash if last else verify.ZERO_HASH,
+        sealed_at=timezone.now(),
+        leaves=b"".join(leaves),
+    )
+    block.key_id = verify.key_id(verify.public_raw(signing_key_required().public_key()))
+    block.block_hash = verify.block_hash(block_header(block))
+    block.key_id, block.signature = _sign(bytes.fromhex(block.block_hash))
+    block.save()
+    return block
+
+
+def seal_all(*, block_events: int | None = None) -> dict[int, int]:
+    """Seals every organization that has unsealed events: {org id: events sealed}."""
+    return {
+        org_id: n
+        for org_id in Organization.objects.order_by("pk").values_list("pk", flat=True)
+        if (n := seal_org(org_id, block_events=block_events))
+    }
+
+
+# -- verification ------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    ok: bool = True
+    blocks: int = 0
+    events: int = 0
+    sealed_until: datetime | None = None
+    problem: str = ""
+    block: int | None = None  # the sequence of the first bad block
+    event: int | None = None  # the id of the first bad event, when one is named
+    retention_note: str = ""
+    events_checked: int = 0
+
+
+def _retention(org_id: int, now: datetime) -> tuple[int | None, str]:
+    """(microseconds before which a sealed event may be gone by retention, the note).
+    A mark can excuse only what the retention job could remove: nothing younger than
+    AUDIT_MIN_RETENTION_DAYS before its run, nor a run in the future."""
+    mark = (
+        RetentionMark.objects.filter(organization_id=org_id, purged_at__lte=now)
+        .order_by("-cutoff")
+        .first()
+    )
+    if mark is None:
+        return None, ""
+    cutoff = min(mark.cutoff, mark.purged_at - timedelta(days=settings.AUDIT_MIN_RETENTION_DAYS))
+    note = f"Events before {cutoff:%d %b %Y} removed by retention on {mark.purged_at:%d %b %Y}."
+    return verify.time_micros(cutoff), note
+
+
+def verify_org(
+    organization: Organization, *, since: datetime | None = None, keys: dict | None = None
+) -> Outcome:
+    """Checks the organization's chain of blocks (hashes, signatures, links) from the
+    first, and the events of every block sealed at or after `since` (all by default)
+    against their leaves. Names the first bad block and, where one is, event."""
+    keys = trusted_keys() if keys is None else keys
+    now = timezone.now()
+    cutoff, note = _retention(organization.pk, now)
+    outcome = Outcome(retention_note=note)
+    rows_of = _Rows()
+    previous: dict | None = None
+    previous_last: Position | None = None
+    blocks = Block.objects.filter(organization=organization).order_by("sequence")
+    for block in blocks.iterator(chunk_size=50):
+        header = block_header(block)
+        try:
+            verify.block_check(header, keys, previous)
+            if since is None or block.sealed_at >= since:
+                outcome.events_checked += _events_check(
+                    block,
+                    rows_of.between(organization.pk, previous_last, _position(block, "last")),
+                    rows_of,
+                    cutoff,
+                )
+        except _EventProblem as exc:
+            return _failed(outcome, block.sequence, str(exc), exc.event_id)
+        except verify.VerifyError as exc:
+            return _failed(outcome, block.sequence, str(exc), None)
+        previous, previous_last = header, _position(block, "last")
+        outcome.blocks += 1
+        outcome.events = block.total_events
+        outcome.sealed_until = block.sealed_at
+    return outcome
+
+
+def _failed(outcome: Outcome, sequence: int, problem: str, event_id: int | None) -> Outcome:
+    outcome.ok, outcome.block, outcome.event, outcome.problem = False, sequence, event_id, problem
+    return outcome
+
+
+class _EventProblem(Exception):
+    def __init__(self, message: str, event_id: int | None):
+        super().__init__(message)
+        self.event_id = event_id
+
+
+def _events_check(block: Block, rows: list, rows_of: _Rows, cutoff: int | None) -> int:
+    """The events stored in the block's span against its leaves, in order. A sealed
+    event may be missing only when retention removed it (older than `cutoff`)."""
+    leaves = verify.leaves_split(bytes(block.leaves))
+    seq = block.sequence
+    if len(leaves) != block.event_count or verify.merkle_root(leaves).hex() != block.merkle_root:
+        raise verify.VerifyError(f"Block {seq}'s stored leaves do not match its Merkle root.")
+    where: dict[bytes, list[int]] = {}
+    for index, leaf in enumerate(leaves):
+        where.setdefault(leaf, []).append(index)
+    i = 0
+    for row in rows:
+        event_id = row[1]
+        leaf, recorded = rows_of.leaf(row)
+        if recorded and recorded != leaf[8:]:
+            raise _EventProblem(
+                f"Event {event_id} in block {seq} was changed after it was recorded: its "
+                "fields no longer match the hash recorded with it.",
+                event_id,
+            )
+        if i < len(leaves) and leaves[i] == leaf:
+            i += 1
+            continue
+        found = where.get(leaf, [])
+        later = found[bisect.bisect_left(found, i)] if found and found[-1] >= i else None
+        if later is None:
+            raise _EventProblem(
+                f"Event {event_id} is not what block {seq} sealed: it was changed, moved, or "
+                "inserted into the sealed span.",
+                event_id,
+            )
+        _gone_check(leaves[i:later], cutoff, seq, f"before event {event_id}", event_id)
+        i = later + 1
+    _gone_check(leaves[i:], cutoff, seq, "at its end", None)
+    return len(rows)
+
+
+def _gone_check(
+    missing: Sequence[bytes], cutoff: int | None, seq: int, where: str, event_id: int | None
+) -> None:
+    for leaf in missing:
+        if cutoff is None or int.from_bytes(leaf[:8], "big", signed=True) >= cutoff:
+            raise _EventProblem(
+                f"{len(missing)} event(s) sealed in block {seq} {where} are missing or out of "
+                f"order (one occurred {verify.leaf_time(leaf):%d %b %Y %H:%M:%S} UTC): "
+                "deleted, moved or swapped, not removed by retention.",
+                event_id,
+            )
+
+
+def verify_and_record(
+    organization: Organization, *, since: datetime | None = None, notify: bool = False
+) -> tuple[Outcome, IntegrityCheck]:
+    """verify_org, kept as the organization's latest check (the Integrity panel). With
+    `notify` (the daily job): recorded as an event, and a failure emailed to the admins."""
+    outcome = verify_org(organization, since=since)
+    check = IntegrityCheck.objects.create(
+        organization=organization,
+        checked_at=timezone.now(),
+        ok=outcome.ok,
+        blocks=outcome.blocks,
+        events=outcome.events,
+        sealed_until=outcome.sealed_until,
+        problem=outcome.problem,
+        retention_note=outcome.retention_note,
+    )
+    if notify:
+        _notify(organization, outcome)
+    return outcome, check
+
+
+def _notify(organization: Organization, outcome: Outcome) -> None:
+    from django.core.mail import send_mail
+
+    from orgs.models import Membership
+
+    from .services import SYSTEM, event_record
+
+    if outcome.ok:
+        if outcome.blocks:
+            event_record(
+                organization=organization,
+                action="audit_log_verified",
+                actor=SYSTEM,
+                details={"events": f"{outcome.events:,}", "blocks": f"{outcome.blocks:,}"},
+            )
+        return
+    event_record(
+        organization=organization,
+        action="audit_log_verification_failed",
+        actor=SYSTEM,
+        details={"problem": outcome.problem, "block": outcome.block, "event": outcome.event},
+    )
+    admins = Membership.objects.filter(
+        organization=organization, role=Membership.Role.ADMIN, user__is_active=True
+    ).values_list("user__email", flat=True)
+    send_mail(
+        f"Audit log integrity check failed for {organization.name}",
+        f"The daily check of {organization.name}'s audit log found it altered:\n\n"
+        f"{outcome.problem}\n\nSee the Integrity panel: "
+        f"{settings.SITE_URL}/o/{organization.pk}/audit-log/\n",
+        None,
+        list(admins),
+        fail_silently=True,
+    )
+
+
+def latest_check(organization: Organization) -> IntegrityCheck | None:
+    return IntegrityCheck.objects.filter(organization=organization).order_by("-checked_at").first()
+
+
+# -- proofs, digests and manifests -------------------------------------------------------
+
+
+def _event_row(organization: Organization, event_id: int) -> list | None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"{_select()} WHERE organization_id = %s AND id = %s", [organization.pk, event_id]
+        )
+        return cursor.fetchone()
+
+
+def block_of(organization: Organization, position: Position) -> Block | None:
+    """The block whose span holds `position`, if it is sealed."""
+    blocks = Block.objects.filter(organization=organization)
+    if connection.vendor == "sqlite":
+        blocks = blocks.filter(last_event_id__gte=position[1])
+    else:
+        txid, event_id = position
+        blocks = blocks.filter(
+            Q(last_txid__gt=txid) | Q(last_txid=txid, last_event_id__gte=event_id)
+        )
+    return blocks.order_by("sequence").first()
+
+
+def event_proof(organization: Organization, event: Event) -> tuple[dict | None, str]:
+    """The inclusion proof of an event, or (None, why there is none)."""
+    row = _event_row(organization, event.pk)
+    block = block_of(organization, (row[0] or 0, row[1])) if row else None
+    if block is None:
+        return None, "This event is not sealed yet: sealing runs every few seconds."
+    rows_of = _Rows()
+    leaf, _recorded = rows_of.leaf(row)
+    leaves = verify.leaves_split(bytes(block.leaves))
+    try:
+        index = leaves.index(leaf)
+    except ValueError:
+        return None, f"This event does not match what block {block.sequence} sealed."
+    values = rows_of.values(row)
+    event_json = dict(zip(verify.EVENT_FIELDS, values, strict=True))
+    for name in ("context", "container", "details"):
+        event_json[name] = json.loads(event_json[name])
+    proof = {
+        "event_id": str(event.pk),
+        "event": event_json,
+        "leaf": {"event_hash": leaf[8:].hex(), "data": leaf.hex()},
+        "leaf_index": index,
+        "audit_path": [h.hex() for h in verify.audit_path(leaves, index)],
+        "block": block_header(block),
+    }
+    return proof, ""
+
+
+def blocks_for_events(organization: Organization, event_ids: Iterable[int]) -> tuple[list, int]:
+    """([{sequence, hash}] of the blocks holding the events, how many are not sealed)."""
+    ids = list(event_ids)
+    positions = []
+    for start in range(0, len(ids), 5000):
+        positions += Event.objects.filter(
+            organization=organization, pk__in=ids[start : start + 5000]
+        ).values_list("txid", "id")
+    headers = list(
+        Block.objects.filter(organization=organization)
+        .order_by("sequence")
+        .values_list("sequence", "block_hash", "last_txid", "last_event_id")
+    )
+    lasts = [(txid or 0, event_id) for _s, _h, txid, event_id in headers]
+    used, unsealed = set(), 0
+    for txid, event_id in positions:
+        at = bisect.bisect_left(lasts, (txid or 0, event_id))
+        if at < len(headers):
+            used.add(at)
+        else:
+            unsealed += 1
+    return [{"sequence": headers[i][0], "hash": headers[i][1]} for i in sorted(used)], unsealed
+
+
+def manifest_make(
+    *,
+    organization: Organization,
+    file_name: str,
+    sha256: str,
+    rows: int,
+    filters: dict,
+    exported_at: datetime,
+    event_ids: Iterable[int],
+) -> dict:
+    """The signed manifest of an export file (checked by `python -m audit.verify export`)."""
+    blocks, unsealed = blocks_for_events(organization, event_ids)
+    manifest = {
+        "version": verify.MANIFEST_VERSION,
+        "organization": organization.pk,
+        "file": file_name,
+        "sha256": sha256,
+        "rows": rows,
+        "filters": filters,
+        "exported_at": verify.canonical_time(exported_at),
+        "blocks": blocks,
+        "unsealed_events": unsealed,
+    }
+    key = signing_key_required()
+    manifest["key_id"] = verify.key_id(verify.public_raw(key.public_key()))
+    manifest["signature"] = base64.b64encode(key.sign(verify.manifest_body(manifest))).decode()
+    return manifest
