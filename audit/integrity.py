@@ -538,6 +538,64 @@ def latest_check(organization: Organization) -> IntegrityCheck | None:
     return IntegrityCheck.objects.filter(organization=organization).order_by("-checked_at").first()
 
 
+@dataclass
+class Status:
+    """What the Integrity panel says: state "verified", "failed" or "pending"."""
+
+    state: str
+    headline: str
+    detail: str = ""
+
+
+def _utc(moment: datetime) -> str:
+    return f"{moment.astimezone(UTC):%d %b %Y, %H:%M} UTC"
+
+
+def integrity_status(organization: Organization) -> Status:
+    check = latest_check(organization)
+    last = (
+        Block.objects.filter(organization=organization)
+        .defer("leaves")
+        .order_by("-sequence")
+        .first()
+    )
+    if check is not None and not check.ok:
+        return Status(
+            "failed",
+            "Integrity check failed: the audit log was altered",
+            f"{check.problem} (checked {_utc(check.checked_at)})",
+        )
+    if check is not None and check.blocks:
+        detail = f"Checked {_utc(check.checked_at)}."
+        if last is not None and last.total_events > check.events:
+            detail += (
+                f" {last.total_events - check.events:,} events sealed since then are checked "
+                "at the next daily verification."
+            )
+        if check.retention_note:
+            detail += f" {check.retention_note}"
+        return Status(
+            "verified",
+            f"Sealed and verified up to {_utc(check.sealed_until)} — {check.events:,} events "
+            f"in {check.blocks:,} blocks",
+            detail,
+        )
+    if signing_key() is None:
+        return Status("pending", "Sealing is not configured", "Set AUDIT_SIGNING_KEY_FILE.")
+    if last is None:
+        return Status(
+            "pending",
+            "Nothing sealed yet",
+            "Events are sealed into signed blocks within seconds of being recorded.",
+        )
+    return Status(
+        "pending",
+        f"Sealed up to {_utc(last.sealed_at)} — {last.total_events:,} events in "
+        f"{last.sequence:,} blocks, not verified yet",
+        "The log is verified daily at 03:00 UTC (or run manage.py audit_verify).",
+    )
+
+
 # -- proofs, digests and manifests -------------------------------------------------------
 
 
@@ -588,6 +646,15 @@ def event_proof(organization: Organization, event: Event) -> tuple[dict | None, 
         "block": block_header(block),
     }
     return proof, ""
+
+
+def blocks_after(organization: Organization, sequence: int, limit: int) -> list[Block]:
+    """Up to `limit` of the organization's blocks after `sequence`, in chain order."""
+    return list(
+        Block.objects.filter(organization=organization, sequence__gt=sequence)
+        .defer("leaves")
+        .order_by("sequence")[:limit]
+    )
 
 
 def blocks_for_events(organization: Organization, event_ids: Iterable[int]) -> tuple[list, int]:
