@@ -26,7 +26,7 @@ from orgs.services import api_key_authenticate
 
 from .catalogue import CATEGORY_BY_KEY
 from .filters import EventFilter, plan_actions
-from .integrity import block_header, blocks_after, event_proof
+from .integrity import block_contents, block_header, blocks_after, event_proof
 from .selectors import (
     CursorError,
     cursor_make,
@@ -348,6 +348,23 @@ class DigestsQuery(Schema):
     limit: int = Field(DIGESTS_LIMIT_DEFAULT, ge=1, le=DIGESTS_LIMIT_MAX)
 
 
+class BlockEvent(Schema):
+    id: int
+    event: dict
+    hash: str
+
+
+class BlockContents(Schema):
+    block: Digest
+    leaves: list[str]
+    events: list[BlockEvent]
+    retained_before: str | None = None
+
+
+class BlockOne(Schema):
+    data: BlockContents
+
+
 class ProofLeaf(Schema):
     event_hash: str
     data: str
@@ -572,6 +589,18 @@ def audit_digests(request, org_id: str, query: Query[DigestsQuery]):
     return json_response(body)
 
 
+def audit_digest(request, org_id: str, sequence: str):
+    """One sealed block with its leaves and every event now stored in its span, in
+    recording order: `python -m audit.verify block` checks offline that they are the
+    events it sealed (none changed, deleted, inserted or reordered)."""
+    found_org = _org(request.auth, org_id)
+    known = sequence.isdigit() and int(sequence) < 2**63
+    contents = block_contents(found_org, int(sequence)) if known else None
+    if contents is None:
+        raise ApiError(404, "not_found", "Not found", f"No block {sequence!r}.")
+    return json_response({"data": contents})
+
+
 def event_proof_get(request, org_id: str, event_id: str):
     """The inclusion proof of one event: its canonical fields, its leaf, the audit path
     and the signed block whose Merkle root it leads to (`python -m audit.verify proof`).
@@ -591,6 +620,7 @@ ENDPOINTS = [
     ("/orgs/{org_id}/event-actions", event_actions, ActionList),
     ("/orgs/{org_id}/events-stream", events_stream, EventList),
     ("/orgs/{org_id}/audit-digests", audit_digests, DigestList),
+    ("/orgs/{org_id}/audit-digests/{sequence}", audit_digest, BlockOne),
     ("/orgs/{org_id}/events/{event_id}/proof", event_proof_get, ProofOne),
 ]
 

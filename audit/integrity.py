@@ -364,8 +364,8 @@ class Outcome:
     events_checked: int = 0
 
 
-def _retention(org_id: int, now: datetime) -> tuple[int | None, str]:
-    """(microseconds before which a sealed event may be gone by retention, the note).
+def _retention(org_id: int, now: datetime) -> tuple[datetime | None, str]:
+    """(the time before which a sealed event may be gone by retention, the note).
     A mark can excuse only what the retention job could remove: nothing younger than
     AUDIT_MIN_RETENTION_DAYS before its run, nor a run in the future."""
     mark = (
@@ -377,7 +377,7 @@ def _retention(org_id: int, now: datetime) -> tuple[int | None, str]:
         return None, ""
     cutoff = min(mark.cutoff, mark.purged_at - timedelta(days=settings.AUDIT_MIN_RETENTION_DAYS))
     note = f"Events before {cutoff:%d %b %Y} removed by retention on {mark.purged_at:%d %b %Y}."
-    return verify.time_micros(cutoff), note
+    return cutoff, note
 
 
 def verify_org(
@@ -389,6 +389,7 @@ def verify_org(
     keys = trusted_keys() if keys is None else keys
     now = timezone.now()
     cutoff, note = _retention(organization.pk, now)
+    retained_before = verify.time_micros(cutoff) if cutoff else None
     outcome = Outcome(retention_note=note)
     rows_of = _Rows()
     previous: dict | None = None
@@ -399,13 +400,9 @@ def verify_org(
         try:
             verify.block_check(header, keys, previous)
             if since is None or block.sealed_at >= since:
-                outcome.events_checked += _events_check(
-                    block,
-                    rows_of.between(organization.pk, previous_last, _position(block, "last")),
-                    rows_of,
-                    cutoff,
-                )
-        except _EventProblem as exc:
+                rows = rows_of.between(organization.pk, previous_last, _position(block, "last"))
+                outcome.events_checked += _events_check(block, rows, rows_of, retained_before)
+        except verify.EventError as exc:
             return _failed(outcome, block.sequence, str(exc), exc.event_id)
         except verify.VerifyError as exc:
             return _failed(outcome, block.sequence, str(exc), None)
@@ -421,60 +418,11 @@ def _failed(outcome: Outcome, sequence: int, problem: str, event_id: int | None)
     return outcome
 
 
-class _EventProblem(Exception):
-    def __init__(self, message: str, event_id: int | None):
-        super().__init__(message)
-        self.event_id = event_id
-
-
 def _events_check(block: Block, rows: list, rows_of: _Rows, cutoff: int | None) -> int:
-    """The events stored in the block's span against its leaves, in order. A sealed
-    event may be missing only when retention removed it (older than `cutoff`)."""
+    """The events stored in the block's span against its leaves (audit.verify)."""
     leaves = verify.leaves_split(bytes(block.leaves))
-    seq = block.sequence
-    if len(leaves) != block.event_count or verify.merkle_root(leaves).hex() != block.merkle_root:
-        raise verify.VerifyError(f"Block {seq}'s stored leaves do not match its Merkle root.")
-    where: dict[bytes, list[int]] = {}
-    for index, leaf in enumerate(leaves):
-        where.setdefault(leaf, []).append(index)
-    i = 0
-    for row in rows:
-        event_id = row[1]
-        leaf, recorded = rows_of.leaf(row)
-        if recorded and recorded != leaf[8:]:
-            raise _EventProblem(
-                f"Event {event_id} in block {seq} was changed after it was recorded: its "
-                "fields no longer match the hash recorded with it.",
-                event_id,
-            )
-        if i < len(leaves) and leaves[i] == leaf:
-            i += 1
-            continue
-        found = where.get(leaf, [])
-        later = found[bisect.bisect_left(found, i)] if found and found[-1] >= i else None
-        if later is None:
-            raise _EventProblem(
-                f"Event {event_id} is not what block {seq} sealed: it was changed, moved, or "
-                "inserted into the sealed span.",
-                event_id,
-            )
-        _gone_check(leaves[i:later], cutoff, seq, f"before event {event_id}", event_id)
-        i = later + 1
-    _gone_check(leaves[i:], cutoff, seq, "at its end", None)
-    return len(rows)
-
-
-def _gone_check(
-    missing: Sequence[bytes], cutoff: int | None, seq: int, where: str, event_id: int | None
-) -> None:
-    for leaf in missing:
-        if cutoff is None or int.from_bytes(leaf[:8], "big", signed=True) >= cutoff:
-            raise _EventProblem(
-                f"{len(missing)} event(s) sealed in block {seq} {where} are missing or out of "
-                f"order (one occurred {verify.leaf_time(leaf):%d %b %Y %H:%M:%S} UTC): "
-                "deleted, moved or swapped, not removed by retention.",
-                event_id,
-            )
+    events = ((row[1], *rows_of.leaf(row)) for row in rows)
+    return verify.block_events_check(block_header(block), leaves, events, cutoff)
 
 
 def verify_and_record(
@@ -632,20 +580,64 @@ def event_proof(organization: Organization, event: Event) -> tuple[dict | None, 
     try:
         index = leaves.index(leaf)
     except ValueError:
-        return None, f"This event does not match what block {block.sequence} sealed."
-    values = rows_of.values(row)
-    event_json = dict(zip(verify.EVENT_FIELDS, values, strict=True))
-    for name in ("context", "container", "details"):
-        event_json[name] = json.loads(event_json[name])
+        # Changed, moved or inserted: the proof pairs the event as it is now with the
+        # leaf sealed at its place, so that checking it fails and says why.
+        index = _rank(organization, block, row[1], rows_of)
+        if index >= len(leaves):
+            return None, f"This event is not one that block {block.sequence} sealed."
     proof = {
         "event_id": str(event.pk),
-        "event": event_json,
-        "leaf": {"event_hash": leaf[8:].hex(), "data": leaf.hex()},
+        "event": _event_fields(rows_of.values(row)),
+        "leaf": {"event_hash": leaves[index][8:].hex(), "data": leaves[index].hex()},
         "leaf_index": index,
         "audit_path": [h.hex() for h in verify.audit_path(leaves, index)],
         "block": block_header(block),
     }
     return proof, ""
+
+
+def _span_rows(organization: Organization, block: Block, rows_of: _Rows) -> list:
+    """The events now stored in the block's span, in recording order."""
+    before = (
+        Block.objects.filter(organization=organization, sequence=block.sequence - 1)
+        .defer("leaves")
+        .first()
+    )
+    after = _position(before, "last") if before else None
+    return rows_of.between(organization.pk, after, _position(block, "last"))
+
+
+def _rank(organization: Organization, block: Block, event_id: int, rows_of: _Rows) -> int:
+    """The place of an event among those stored in the block's span."""
+    return [row[1] for row in _span_rows(organization, block, rows_of)].index(event_id)
+
+
+def block_contents(organization: Organization, sequence: int) -> dict | None:
+    """A block, its leaves and every event now stored in its span, in recording order
+    (`python -m audit.verify block` checks it offline)."""
+    block = Block.objects.filter(organization=organization, sequence=sequence).first()
+    if block is None:
+        return None
+    rows_of = _Rows()
+    events = []
+    for row in _span_rows(organization, block, rows_of):
+        fields = _event_fields(rows_of.values(row))
+        events.append({"id": row[1], "event": fields, "hash": bytes(row[-1] or b"").hex()})
+    cutoff, _note = _retention(organization.pk, timezone.now())
+    return {
+        "block": block_header(block),
+        "leaves": [leaf.hex() for leaf in verify.leaves_split(bytes(block.leaves))],
+        "events": events,
+        "retained_before": verify.canonical_time(cutoff) if cutoff else None,
+    }
+
+
+def _event_fields(values: list) -> dict:
+    """Canonical values as an event object: JSON fields as JSON again."""
+    fields = dict(zip(verify.EVENT_FIELDS, values, strict=True))
+    for name in ("context", "container", "details"):
+        fields[name] = json.loads(fields[name])
+    return fields
 
 
 def blocks_after(organization: Organization, sequence: int, limit: int) -> list[Block]:

@@ -6,6 +6,7 @@ key can run it away from the server:
 
     python -m audit.verify digests digests.json --key audit-log-signing-key.json
     python -m audit.verify proof proof.json --key KEY
+    python -m audit.verify block block.json --key KEY
     python -m audit.verify export audit-log.csv audit-log.manifest.json --key KEY
 
 KEY is the JSON of /.well-known/audit-log-signing-key saved to a file, a PEM public key
@@ -38,6 +39,14 @@ _LEAF_TIME = struct.Struct(">q")
 
 class VerifyError(Exception):
     """What broke, in words an admin can act on."""
+
+
+class EventError(VerifyError):
+    """What broke, about one event (`event_id`, when one can be named)."""
+
+    def __init__(self, message: str, event_id: int | None):
+        super().__init__(message)
+        self.event_id = event_id
 
 
 # -- events ------------------------------------------------------------------------------
@@ -303,18 +312,96 @@ def chain_check(blocks: Sequence[Mapping], keys: Mapping, previous: Mapping | No
         previous = block
 
 
+def block_events_check(
+    block: Mapping,
+    leaves: Sequence[bytes],
+    events: Iterable[tuple[int, bytes, bytes]],
+    retained_before: int | None,
+) -> int:
+    """The events stored in a block's span, in recording order, against the leaves it
+    sealed: each given as (event id, leaf data derived from its fields, the hash
+    recorded with it or b""). A sealed event may be absent only when it occurred before
+    `retained_before` (microseconds; retention removed it). Returns how many events
+    were checked; raises EventError naming the first bad one."""
+    seq = block["sequence"]
+    if len(leaves) != block["event_count"] or merkle_root(leaves).hex() != block["merkle_root"]:
+        raise VerifyError(f"Block {seq}'s stored leaves do not match its Merkle root.")
+    where: dict[bytes, list[int]] = {}
+    for index, leaf in enumerate(leaves):
+        where.setdefault(leaf, []).append(index)
+    i = checked = 0
+    for event_id, leaf, recorded in events:
+        checked += 1
+        if recorded and recorded != leaf[8:]:
+            raise EventError(
+                f"Event {event_id} in block {seq} was changed after it was recorded: its "
+                "fields no longer match the hash recorded with it.",
+                event_id,
+            )
+        if i < len(leaves) and leaves[i] == leaf:
+            i += 1
+            continue
+        found = where.get(leaf, [])
+        later = next((at for at in found if at >= i), None)
+        if later is None:
+            raise EventError(
+                f"Event {event_id} is not what block {seq} sealed: it was changed, moved, or "
+                "inserted into the sealed span.",
+                event_id,
+            )
+        _absent_check(leaves[i:later], retained_before, seq, f"before event {event_id}", event_id)
+        i = later + 1
+    _absent_check(leaves[i:], retained_before, seq, "at its end", None)
+    return checked
+
+
+def _absent_check(
+    missing: Sequence[bytes], retained_before: int | None, seq: int, where: str, event_id
+) -> None:
+    for leaf in missing:
+        if retained_before is None or _LEAF_TIME.unpack(leaf[:8])[0] >= retained_before:
+            raise EventError(
+                f"{len(missing)} event(s) sealed in block {seq} {where} are missing or out of "
+                f"order (one occurred {leaf_time(leaf):%d %b %Y %H:%M:%S} UTC): "
+                "deleted, moved or swapped, not removed by retention.",
+                event_id,
+            )
+
+
+def event_leaf(event: Mapping) -> tuple[bytes, bytes]:
+    """(leaf data, event hash) of an event given as canonical fields (a proof's or a
+    block's `event`)."""
+    digest = event_hash(event_values(event))
+    occurred = datetime.fromisoformat(event["occurred_at"].replace("Z", "+00:00"))
+    return leaf_data(time_micros(occurred), digest), digest
+
+
+def block_contents_check(contents: Mapping, keys: Mapping) -> tuple[Mapping, int]:
+    """A block with every event stored in its span (GET .../audit-digests/{sequence}):
+    the block is signed, its leaves lead to its root, its events match its leaves."""
+    block = contents["block"]
+    block_check(block, keys, None if block["sequence"] == 1 else _unchecked_link(block))
+    leaves = [bytes.fromhex(h) for h in contents["leaves"]]
+    retained = contents.get("retained_before")
+    before = (
+        time_micros(datetime.fromisoformat(retained.replace("Z", "+00:00"))) if retained else None
+    )
+    events = (
+        (e["id"], event_leaf(e["event"])[0], bytes.fromhex(e["hash"] or ""))
+        for e in contents["events"]
+    )
+    return block, block_events_check(block, leaves, events, before)
+
+
 def proof_check(proof: Mapping, keys: Mapping) -> Mapping:
     """An inclusion proof (GET .../events/{id}/proof): the event's fields hash to its
     leaf, the leaf and audit path lead to the block's root, the block is signed.
     Returns the block."""
     block = proof["block"]
     block_check(block, keys, None if block["sequence"] == 1 else _unchecked_link(block))
-    data = proof["leaf"]
-    hash_hex = hashlib.sha256(event_canonical(event_values(proof["event"]))).hexdigest()
-    if hash_hex != data["event_hash"]:
+    leaf, digest = event_leaf(proof["event"])
+    if digest.hex() != proof["leaf"]["event_hash"]:
         raise VerifyError(f"Event {proof['event_id']}'s fields do not match its hash.")
-    occurred = datetime.fromisoformat(proof["event"]["occurred_at"].replace("Z", "+00:00"))
-    leaf = leaf_data(time_micros(occurred), bytes.fromhex(hash_hex))
     path = [bytes.fromhex(h) for h in proof["audit_path"]]
     root = root_from_path(leaf, proof["leaf_index"], block["event_count"], path)
     if root.hex() != block["merkle_root"]:
@@ -407,6 +494,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     digests.add_argument("file", type=Path)
     proof = sub.add_parser("proof", help="an inclusion proof (GET .../events/{id}/proof)")
     proof.add_argument("file", type=Path)
+    block = sub.add_parser("block", help="a block and its events (GET .../audit-digests/{n})")
+    block.add_argument("file", type=Path)
     export = sub.add_parser("export", help="an exported CSV and its manifest")
     export.add_argument("csv", type=Path)
     export.add_argument("manifest", type=Path)
@@ -431,6 +520,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(
                 f"OK: event {document['event_id']} is leaf {document['leaf_index']} of block "
                 f"{block['sequence']} (sealed {block['sealed_at']}), signed by {block['key_id']}."
+            )
+        elif args.what == "block":
+            document = json.loads(args.file.read_text())
+            block, checked = block_contents_check(document.get("data", document), keys)
+            retained = document.get("data", document).get("retained_before")
+            print(
+                f"OK: block {block['sequence']} is signed and its {checked:,} stored events "
+                f"are the {block['event_count']:,} it sealed"
+                + (f", less those before {retained} removed by retention." if retained else ".")
             )
         else:
             manifest = json.loads(args.manifest.read_text())
