@@ -577,11 +577,14 @@ def event_proof(organization: Organization, event: Event) -> tuple[dict | None, 
     rows_of = _Rows()
     leaf, _recorded = rows_of.leaf(row)
     leaves = verify.leaves_split(bytes(block.leaves))
-    try:
-        index = leaves.index(leaf)
-    except ValueError:
-        # Changed, moved or inserted: the proof pairs the event as it is now with the
-        # leaf sealed at its place, so that checking it fails and says why.
+    places = [i for i, sealed in enumerate(leaves) if sealed == leaf]
+    if len(places) == 1:
+        index = places[0]
+    else:
+        # Identical events (same fields, same times) have identical leaves: the event's
+        # place tells them apart. None: changed, moved or inserted, and the proof pairs
+        # the event as it is now with the leaf sealed at its place, so that checking it
+        # fails and says why.
         index = _rank(organization, block, row[1], rows_of)
         if index >= len(leaves):
             return None, f"This event is not one that block {block.sequence} sealed."

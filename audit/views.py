@@ -76,7 +76,7 @@ def event_detail(request, org_id: int, event_id: int):
         "context_items": item_rows(event.context),
         "container_items": item_rows(event.container),
         "back": request.GET.urlencode(),
-        "block": block_of(org, (event.txid or 0, event.pk)),
+        "sealed_in": block_of(org, (event.txid or 0, event.pk)),
     }
     return render(request, "audit/event_detail.html", context)
 

@@ -3,11 +3,15 @@ an outsider and another org; staff; sites and products."""
 
 import email
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 from datetime import datetime, timedelta
 from email.policy import default as default_policy
 from ipaddress import ip_address
+from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
@@ -16,6 +20,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from audit.guard import purge_allowed
+from audit.integrity import public_keys
 from audit.models import Event
 from audit.services import event_record, item
 from orgs.models import Membership, Organization, Plan, Product, Site, User
@@ -219,3 +224,30 @@ def event_matches(event: Event, params: dict) -> bool:
         if params["q"].strip().lower() not in names | {event.actor_email.lower()}:
             return False
     return True
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def verify_offline(*args: str, tmp_path: Path, keys=None) -> subprocess.CompletedProcess:
+    """python -m audit.verify in a process that cannot import Django: only audit/ (the
+    empty package and verify.py) on its path, beside a `django` that refuses to load."""
+    pkg = tmp_path / "standalone"
+    (pkg / "audit").mkdir(parents=True, exist_ok=True)
+    (pkg / "audit" / "__init__.py").write_text((ROOT / "audit" / "__init__.py").read_text())
+    (pkg / "audit" / "verify.py").write_text((ROOT / "audit" / "verify.py").read_text())
+    (pkg / "django").mkdir(exist_ok=True)
+    (pkg / "django" / "__init__.py").write_text("raise ImportError('no Django here')\n")
+    key_file = tmp_path / "keys.json"
+    if keys is None:
+        keys = public_keys()
+    key_file.write_text(json.dumps({"keys": keys}))
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(pkg)}
+    return subprocess.run(
+        [sys.executable, "-m", "audit.verify", "--key", str(key_file), *args],
+        cwd=pkg,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )

@@ -6,8 +6,6 @@ import base64
 import hashlib
 import json
 import os
-import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,6 +33,7 @@ from audit.retention import audit_log_purge
 from audit.services import Actor, Location, event_record, item
 from audit.tasks import audit_log_verify_daily
 from tests.conftest import in_threads, make_user, record
+from tests.conftest import verify_offline as standalone
 
 ROOT = Path(__file__).resolve().parents[2]
 POSTGRES = connection.vendor == "postgresql"
@@ -105,28 +104,6 @@ def problem(org) -> Outcome:
     outcome = verify_org(org)
     assert not outcome.ok
     return outcome
-
-
-def standalone(*args: str, tmp_path: Path, keys=None) -> subprocess.CompletedProcess:
-    """python -m audit.verify in a process that cannot import Django: only audit/ (the
-    empty package and verify.py) on its path, beside a `django` that refuses to load."""
-    pkg = tmp_path / "standalone"
-    (pkg / "audit").mkdir(parents=True, exist_ok=True)
-    (pkg / "audit" / "__init__.py").write_text((ROOT / "audit" / "__init__.py").read_text())
-    (pkg / "audit" / "verify.py").write_text((ROOT / "audit" / "verify.py").read_text())
-    (pkg / "django").mkdir(exist_ok=True)
-    (pkg / "django" / "__init__.py").write_text("raise ImportError('no Django here')\n")
-    key_file = tmp_path / "keys.json"
-    key_file.write_text(json.dumps({"keys": keys if keys is not None else public_keys()}))
-    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(pkg)}
-    return subprocess.run(
-        [sys.executable, "-m", "audit.verify", "--key", str(key_file), *args],
-        cwd=pkg,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def block_file(org, sequence: int, tmp_path: Path) -> str:
