@@ -495,6 +495,10 @@ class Status:
     detail: str = ""
 
 
+def _many(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
 def _utc(moment: datetime) -> str:
     return f"{moment.astimezone(UTC):%d %b %Y, %H:%M} UTC"
 
@@ -517,15 +521,15 @@ def integrity_status(organization: Organization) -> Status:
         detail = f"Checked {_utc(check.checked_at)}."
         if last is not None and last.total_events > check.events:
             detail += (
-                f" {last.total_events - check.events:,} events sealed since then are checked "
-                "at the next daily verification."
+                f" {_many(last.total_events - check.events, 'event')} sealed since then "
+                "will be checked at the next daily verification."
             )
         if check.retention_note:
             detail += f" {check.retention_note}"
         return Status(
             "verified",
-            f"Sealed and verified up to {_utc(check.sealed_until)} — {check.events:,} events "
-            f"in {check.blocks:,} blocks",
+            f"Sealed and verified up to {_utc(check.sealed_until)} — "
+            f"{_many(check.events, 'event')} in {_many(check.blocks, 'block')}",
             detail,
         )
     if signing_key() is None:
@@ -538,8 +542,8 @@ def integrity_status(organization: Organization) -> Status:
         )
     return Status(
         "pending",
-        f"Sealed up to {_utc(last.sealed_at)} — {last.total_events:,} events in "
-        f"{last.sequence:,} blocks, not verified yet",
+        f"Sealed up to {_utc(last.sealed_at)} — {_many(last.total_events, 'event')} in "
+        f"{_many(last.sequence, 'block')}, not verified yet",
         "The log is verified daily at 03:00 UTC (or run manage.py audit_verify).",
     )
 

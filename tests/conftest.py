@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from datetime import datetime, timedelta
 from email.policy import default as default_policy
 from ipaddress import ip_address
@@ -20,8 +21,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from audit.guard import purge_allowed
-from audit.integrity import public_keys
-from audit.models import Event
+from audit.integrity import public_keys, seal_org
+from audit.models import Block, Event
 from audit.services import event_record, item
 from orgs.models import Membership, Organization, Plan, Product, Site, User
 
@@ -251,3 +252,18 @@ def verify_offline(*args: str, tmp_path: Path, keys=None) -> subprocess.Complete
         text=True,
         timeout=60,
     )
+
+
+def seal(org, block_events: int | None = None) -> int:
+    """seal_org until every event of `org` is sealed: on PostgreSQL a transaction
+    still open anywhere on the server (another test suite's) holds the horizon back
+    for a moment."""
+    sealed_now, deadline = 0, time.monotonic() + 60
+    while True:
+        sealed_now += seal_org(org.pk, block_events=block_events)
+        last = Block.objects.filter(organization=org).order_by("-sequence").first()
+        total = last.total_events if last else 0
+        if total >= Event.objects.filter(organization=org).count():
+            return sealed_now
+        assert time.monotonic() < deadline, "sealing did not catch up"
+        time.sleep(0.05)

@@ -32,30 +32,14 @@ from audit.models import Block, Event
 from audit.retention import audit_log_purge
 from audit.services import Actor, Location, event_record, item
 from audit.tasks import audit_log_verify_daily
-from tests.conftest import in_threads, make_user, record
+from tests.conftest import in_threads, make_user, record, seal
 from tests.conftest import verify_offline as standalone
 
-ROOT = Path(__file__).resolve().parents[2]
 POSTGRES = connection.vendor == "postgresql"
 postgres_only = pytest.mark.skipif(not POSTGRES, reason="PostgreSQL")
 # PostgreSQL seals only events whose transaction has ended, so there the tests commit
 # for real (a test's own transaction would hold every event it records back).
 pytestmark = pytest.mark.django_db(transaction=POSTGRES, serialized_rollback=POSTGRES)
-
-
-def seal(org, block_events: int | None = None) -> int:
-    """seal_org until every event of `org` is sealed: on PostgreSQL a transaction
-    still open anywhere on the server (another test suite's) holds the horizon back
-    for a moment."""
-    sealed_now, deadline = 0, time.monotonic() + 60
-    while True:
-        sealed_now += seal_org(org.pk, block_events=block_events)
-        last = Block.objects.filter(organization=org).order_by("-sequence").first()
-        total = last.total_events if last else 0
-        if total >= Event.objects.filter(organization=org).count():
-            return sealed_now
-        assert time.monotonic() < deadline, "sealing did not catch up"
-        time.sleep(0.05)
 
 
 class _Editor:
