@@ -39,6 +39,8 @@ from .recording import activity_keys_by_id
 
 logger = logging.getLogger(__name__)
 
+_EPOCH_NAIVE = datetime(1970, 1, 1)
+_MICROSECOND = timedelta(microseconds=1)
 _SEAL_LOCK = 0x5EA1 << 40  # PostgreSQL advisory lock key base, plus the organization id
 Position = tuple[int, int]  # (txid or 0, id)
 
@@ -142,14 +144,21 @@ _COLUMNS = ("txid", "id", *(f if f != "action" else "action_id" for f in verify.
 _OCCURRED = _COLUMNS.index("occurred_at")
 
 
+def _time_column(name: str) -> str:
+    """On SQLite a time as its stored text: Django's converter would parse each into a
+    datetime only for it to be formatted again."""
+    return f"CAST({name} AS text)" if connection.vendor == "sqlite" else name
+
+
 def _select() -> str:
-    """The columns _Rows reads. On SQLite times as their stored text: Django's converter
-    would parse each into a datetime only for it to be formatted again."""
-    columns = list(_COLUMNS)
-    if connection.vendor == "sqlite":
-        for name in ("occurred_at", "recorded_at"):
-            columns[_COLUMNS.index(name)] = f"CAST({name} AS text)"
+    """The columns _Rows reads."""
+    columns = [_time_column(c) if c.endswith("_at") else c for c in _COLUMNS]
     return f"SELECT {', '.join(columns)}, hash FROM {Event._meta.db_table}"
+
+
+def _light() -> str:
+    """What sealing reads of an event with a stored hash: (txid, id, occurred_at, hash)."""
+    return f"txid, id, {_time_column('occurred_at')}, hash"
 
 
 def _sqlite_time(text: str) -> str:
@@ -178,8 +187,9 @@ class _Rows:
         self.sqlite = connection.vendor == "sqlite"
         self.action_keys = activity_keys_by_id()
 
-    def values(self, row: Sequence) -> list:
-        """The canonical EVENT_FIELDS values of a row of _SELECT."""
+    def values(self, row: Sequence, *, stored_json: bool = False) -> list:
+        """The canonical EVENT_FIELDS values of a row of _select(); with `stored_json`,
+        context, container and details as stored (see leaf())."""
         (_txid, _id, org, occurred, recorded, action, actor_type, actor_id, actor_name,
          actor_email, product_id, product_kind, site_name, context, container, content,
          details, ip, user_agent, country, region, city, message, _hash) = row  # fmt: skip
@@ -196,10 +206,10 @@ class _Rows:
             product_id,
             product_kind,
             site_name,
-            _json_canonical(context),
-            _json_canonical(container),
+            context if stored_json else _json_canonical(context),
+            container if stored_json else _json_canonical(container),
             content,
-            _json_canonical(details),
+            details if stored_json else _json_canonical(details),
             _ip_canonical(ip),
             user_agent,
             country,
@@ -209,21 +219,39 @@ class _Rows:
         ]
 
     def micros(self, occurred) -> int:
-        if self.sqlite:
-            occurred = datetime.fromisoformat(occurred).replace(tzinfo=UTC)
+        if self.sqlite:  # naive UTC text
+            return (datetime.fromisoformat(occurred) - _EPOCH_NAIVE) // _MICROSECOND
         return verify.time_micros(occurred)
 
     def leaf(self, row: Sequence) -> tuple[bytes, bytes]:
-        """(leaf data from the row's fields, the hash recorded with it or b"")."""
-        digest = verify.event_hash(self.values(row))
-        return verify.leaf_data(self.micros(row[_OCCURRED]), digest), bytes(row[-1] or b"")
+        """(leaf data from the row's fields, the hash recorded with it or b"").
+
+        On SQLite the JSON columns hold the recorder's own text, which is canonical:
+        hashed as stored first, and parsed and re-encoded only when that does not give
+        the recorded hash (an older row, or a changed one). Parsing is most of the
+        cost of verifying."""
+        recorded = bytes(row[-1] or b"")
+        digest = b""
+        if recorded and self.sqlite:
+            digest = verify.event_hash(self.values(row, stored_json=True))
+        if digest != recorded or not digest:
+            digest = verify.event_hash(self.values(row))
+        return verify.leaf_data(self.micros(row[_OCCURRED]), digest), recorded
 
     def between(
-        self, org_id: int, after: Position | None, upto: Position | None, *, limit: int = 0
+        self,
+        org_id: int,
+        after: Position | None,
+        upto: Position | None,
+        *,
+        limit: int = 0,
+        columns: str = "",
     ) -> list:
         """The organization's events past `after` up to `upto` (inclusive) in recording
-        order; on PostgreSQL only below the horizon when `upto` is None."""
-        sql, params = [f"{_select()} WHERE organization_id = %s"], [org_id]
+        order (the columns _Rows reads, or `columns`); on PostgreSQL only below the
+        horizon when `upto` is None."""
+        select = f"SELECT {columns} FROM {Event._meta.db_table}" if columns else _select()
+        sql, params = [f"{select} WHERE organization_id = %s"], [org_id]
         if self.sqlite:
             if after is not None:
                 sql.append("AND id > %s")
@@ -291,6 +319,8 @@ def seal_org(org_id: int, *, block_events: int | None = None) -> int:
     block_events = block_events or settings.AUDIT_SEAL_BLOCK_EVENTS
     signing_key_required()
     rows_of = _Rows()
+    if not _anything_new(org_id, rows_of):
+        return 0
     sealed = 0
     while True:
         with transaction.atomic():
@@ -302,7 +332,7 @@ def seal_org(org_id: int, *, block_events: int | None = None) -> int:
                 .first()
             )
             after = _position(last, "last") if last else None
-            rows = rows_of.between(org_id, after, None, limit=block_events)
+            rows = rows_of.between(org_id, after, None, limit=block_events, columns=_light())
             if not rows:
                 return sealed
             _block_create(org_id, last, rows, rows_of)
@@ -311,13 +341,43 @@ def seal_org(org_id: int, *, block_events: int | None = None) -> int:
             return sealed
 
 
+def _anything_new(org_id: int, rows_of: _Rows) -> bool:
+    """Whether the organization has events past its last block: read without a write
+    transaction, so that the sealing loop's rounds over idle organizations take no
+    lock (on SQLite, the one writer's)."""
+    last = (
+        Block.objects.filter(organization_id=org_id)
+        .order_by("-sequence")
+        .values_list("last_txid", "last_event_id")
+        .first()
+    )
+    after = (last[0] or 0, last[1]) if last else None
+    return bool(rows_of.between(org_id, after, None, limit=1, columns="1"))
+
+
+def _unhashed(org_id: int, ids: list[int], rows_of: _Rows) -> dict[int, bytes]:
+    """{id: hash from the row} of events recorded before hashes were (see the module
+    docstring)."""
+    hashes = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ", ".join(["%s"] * len(chunk))
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"{_select()} WHERE organization_id = %s AND id IN ({marks})", [org_id, *chunk]
+            )
+            for row in cursor.fetchall():
+                hashes[row[1]] = verify.event_hash(rows_of.values(row))
+    return hashes
+
+
 def _block_create(org_id: int, last: Block | None, rows: list, rows_of: _Rows) -> Block:
-    leaves = []
-    for row in rows:
-        digest = bytes(row[-1]) if row[-1] is not None else None
-        if digest is None:  # recorded before hashes were (see the module docstring)
-            digest = verify.event_hash(rows_of.values(row))
-        leaves.append(verify.leaf_data(rows_of.micros(row[_OCCURRED]), digest))
+    unhashed = _unhashed(org_id, [row[1] for row in rows if row[3] is None], rows_of)
+    micros = rows_of.micros
+    leaves = [
+        verify.leaf_data(micros(occurred), bytes(digest) if digest is not None else unhashed[id_])
+        for _txid, id_, occurred, digest in rows
+    ]
     block = Block(
         organization_id=org_id,
         sequence=last.sequence + 1 if last else 1,
