@@ -142,6 +142,7 @@ def _sign(message: bytes) -> tuple[str, str]:
 
 _COLUMNS = ("txid", "id", *(f if f != "action" else "action_id" for f in verify.EVENT_FIELDS))
 _OCCURRED = _COLUMNS.index("occurred_at")
+_IP = verify.EVENT_FIELDS.index("ip")
 
 
 def _time_column(name: str) -> str:
@@ -187,9 +188,8 @@ class _Rows:
         self.sqlite = connection.vendor == "sqlite"
         self.action_keys = activity_keys_by_id()
 
-    def values(self, row: Sequence, *, stored_json: bool = False) -> list:
-        """The canonical EVENT_FIELDS values of a row of _select(); with `stored_json`,
-        context, container and details as stored (see leaf())."""
+    def values(self, row: Sequence) -> list:
+        """The canonical EVENT_FIELDS values of a row of _select()."""
         (_txid, _id, org, occurred, recorded, action, actor_type, actor_id, actor_name,
          actor_email, product_id, product_kind, site_name, context, container, content,
          details, ip, user_agent, country, region, city, message, _hash) = row  # fmt: skip
@@ -206,10 +206,10 @@ class _Rows:
             product_id,
             product_kind,
             site_name,
-            context if stored_json else _json_canonical(context),
-            container if stored_json else _json_canonical(container),
+            _json_canonical(context),
+            _json_canonical(container),
             content,
-            details if stored_json else _json_canonical(details),
+            _json_canonical(details),
             _ip_canonical(ip),
             user_agent,
             country,
@@ -233,10 +233,19 @@ class _Rows:
         recorded = bytes(row[-1] or b"")
         digest = b""
         if recorded and self.sqlite:
-            digest = verify.event_hash(self.values(row, stored_json=True))
+            digest = verify.event_hash(self._stored_values(row))
         if digest != recorded or not digest:
             digest = verify.event_hash(self.values(row))
         return verify.leaf_data(self.micros(row[_OCCURRED]), digest), recorded
+
+    def _stored_values(self, row: Sequence) -> list:
+        """values() of a SQLite row with its JSON as stored, in as few steps as can be:
+        the row holds EVENT_FIELDS' columns in order, between (txid, id) and the hash."""
+        values = list(row[2:-1])
+        values[1], values[2] = _sqlite_time(values[1]), _sqlite_time(values[2])
+        values[3] = self.action_keys.get(values[3], str(values[3]))
+        values[_IP] = _ip_canonical(values[_IP])
+        return values
 
     def between(
         self,

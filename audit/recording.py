@@ -24,7 +24,7 @@ from orgs.models import Organization, Plan, Product
 from .catalogue import CATEGORY_BY_KEY, CONTENT_TYPES, SEARCHABLE_DETAILS, SEARCHABLE_TYPES
 from .geo import Place, location_for_ip
 from .models import Activity, ActivitySetting, Event, EventHourlyCount, EventHourlyTotal, EventTerm
-from .verify import canonical_time, event_hash
+from .verify import EVENT_FIELDS, canonical_time, event_hash
 
 if TYPE_CHECKING:
     from .services import Actor, EventSpec, Location
@@ -159,30 +159,9 @@ def content_terms(
 
 # Rows.
 
-EVENT_COLUMNS = (
-    "organization_id",
-    "occurred_at",
-    "recorded_at",
-    "action_id",
-    "actor_type",
-    "actor_id",
-    "actor_name",
-    "actor_email",
-    "product_id",
-    "product_kind",
-    "site_name",
-    "context",
-    "container",
-    "content",
-    "details",
-    "ip",
-    "user_agent",
-    "country",
-    "region",
-    "city",
-    "message",
-    "hash",
-)
+# The row's columns: the fields an event's hash covers, in the same order (the action by
+# its id), then the hash.
+EVENT_COLUMNS = (*(f if f != "action" else "action_id" for f in EVENT_FIELDS), "hash")
 _OCCURRED_AT = EVENT_COLUMNS.index("occurred_at")
 _ACTION_ID = EVENT_COLUMNS.index("action_id")
 # Sorted keys: the stored text is then the canonical text the event's hash covers

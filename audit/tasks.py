@@ -107,38 +107,47 @@ def _sealer_lock(wait: float) -> Iterator[bool]:
     """Whether this process holds the one sealing loop's lock (trying for `wait`
     seconds): PostgreSQL's session advisory lock, else a file lock (SQLite is one
     machine). Either is released if the process dies."""
-    deadline = time.monotonic() + wait
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            while True:
+
+            def take() -> bool:
                 cursor.execute("SELECT pg_try_advisory_lock(%s)", [_SEALER_LOCK])
-                if cursor.fetchone()[0]:
-                    break
-                if time.monotonic() >= deadline:
-                    yield False
-                    return
-                time.sleep(0.2)
+                return cursor.fetchone()[0]
+
+            held = _try_until(take, wait)
             try:
-                yield True
+                yield held
             finally:
-                cursor.execute("SELECT pg_advisory_unlock(%s)", [_SEALER_LOCK])
+                if held:
+                    cursor.execute("SELECT pg_advisory_unlock(%s)", [_SEALER_LOCK])
         return
     path = Path(settings.VAR_DIR) / "audit-sealer.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as file:
-        while True:
+
+        def take() -> bool:
             try:
                 fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
             except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    yield False
-                    return
-                time.sleep(0.2)
+                return False
+            return True
+
+        held = _try_until(take, wait)
         try:
-            yield True
+            yield held
         finally:
-            fcntl.flock(file, fcntl.LOCK_UN)
+            if held:
+                fcntl.flock(file, fcntl.LOCK_UN)
+
+
+def _try_until(take, wait: float) -> bool:
+    """take() until it succeeds or `wait` seconds have passed."""
+    deadline = time.monotonic() + wait
+    while not take():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
+    return True
 
 
 def audit_log_seal_loop(chained: bool = False) -> dict:

@@ -267,3 +267,15 @@ def seal(org, block_events: int | None = None) -> int:
             return sealed_now
         assert time.monotonic() < deadline, "sealing did not catch up"
         time.sleep(0.05)
+
+
+class GuardEditor:
+    """What audit.guard.append_only_install needs of a schema editor: for tests that
+    drop a trigger (as a database owner could) and put the guard back after."""
+
+    connection = connection
+
+    @staticmethod
+    def execute(sql, params=None):
+        with connection.cursor() as cursor:
+            cursor.execute(sql)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.core import mail
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import connection, transaction
 
 from audit import verify
@@ -32,7 +32,7 @@ from audit.models import Block, Event
 from audit.retention import audit_log_purge
 from audit.services import Actor, Location, event_record, item
 from audit.tasks import audit_log_verify_daily
-from tests.conftest import in_threads, make_user, record, seal
+from tests.conftest import GuardEditor, in_threads, make_user, record, seal
 from tests.conftest import verify_offline as standalone
 
 POSTGRES = connection.vendor == "postgresql"
@@ -40,17 +40,6 @@ postgres_only = pytest.mark.skipif(not POSTGRES, reason="PostgreSQL")
 # PostgreSQL seals only events whose transaction has ended, so there the tests commit
 # for real (a test's own transaction would hold every event it records back).
 pytestmark = pytest.mark.django_db(transaction=POSTGRES, serialized_rollback=POSTGRES)
-
-
-class _Editor:
-    """What audit.guard.append_only_install needs of a schema editor."""
-
-    connection = connection
-
-    @staticmethod
-    def execute(sql, params=None):
-        with connection.cursor() as cursor:
-            cursor.execute(sql)
 
 
 @pytest.fixture
@@ -65,7 +54,7 @@ def unguarded(db):
                 on = f" ON {table}" if connection.vendor == "postgresql" else ""
                 cursor.execute(f"DROP TRIGGER IF EXISTS {table}_{suffix}{on}")
     yield sql
-    append_only_install(_Editor())
+    append_only_install(GuardEditor())
 
 
 def sql(statement: str, params=()) -> None:
@@ -482,3 +471,38 @@ def test_a_member_of_another_org_is_not_emailed(org, admin, other_org, unguarded
     sql("DELETE FROM audit_event WHERE id = %s", [made[0].pk])
     audit_log_verify_daily()
     assert [m.to for m in mail.outbox] == [[admin.email]]
+
+
+# -- schedules ---------------------------------------------------------------------------
+
+
+def test_the_migration_schedules_the_sealing_loop_and_the_daily_verification(db):
+    from django_q.models import Schedule
+
+    from audit.tasks import SEAL_FUNC, SEAL_SCHEDULE_NAME, VERIFY_FUNC, VERIFY_SCHEDULE_NAME
+
+    seal_job = Schedule.objects.get(name=SEAL_SCHEDULE_NAME)
+    assert (seal_job.func, seal_job.schedule_type, seal_job.minutes) == (SEAL_FUNC, "I", 1)
+    verify_job = Schedule.objects.get(name=VERIFY_SCHEDULE_NAME)
+    assert (verify_job.func, verify_job.schedule_type) == (VERIFY_FUNC, "D")
+    assert verify_job.next_run.astimezone(UTC).hour == 3
+
+
+@pytest.mark.skipif(POSTGRES, reason="one round may meet another suite's open transaction")
+def test_a_round_of_the_sealing_loop_seals_every_organization(org, other_org):
+    from audit.tasks import audit_log_seal_loop
+
+    record(org), record(other_org)
+    assert audit_log_seal_loop() == {"sealed": 2, "rounds": 1}  # Q_SYNC: one round
+    assert set(Block.objects.values_list("organization_id", flat=True)) == {org.pk, other_org.pk}
+    assert audit_log_seal_loop() == {"sealed": 0, "rounds": 1}
+
+
+def test_without_a_signing_key_nothing_is_sealed_and_the_loop_says_why(org, settings):
+    from audit.tasks import audit_log_seal_loop
+
+    settings.AUDIT_SIGNING_KEY, settings.AUDIT_SIGNING_KEY_FILE = "", ""
+    record(org)
+    assert "No audit log signing key" in audit_log_seal_loop()["skipped"]
+    with pytest.raises(CommandError, match="No audit log signing key"):
+        call_command("audit_seal")

@@ -13,21 +13,12 @@ from audit.guard import append_only_install
 from audit.integrity import verify_and_record
 from audit.services import Actor, event_record, item
 from tests.browser.conftest import screenshot, sign_in
-from tests.conftest import make_user, seal, verify_offline
+from tests.conftest import GuardEditor, make_user, seal, verify_offline
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.django_db(transaction=True, serialized_rollback=True),
 ]
-
-
-class _Editor:
-    connection = connection
-
-    @staticmethod
-    def execute(sql, params=None):
-        with connection.cursor() as cursor:
-            cursor.execute(sql)
 
 
 def test_the_panel_shows_each_state_and_an_event_proof_checks_offline(
@@ -77,7 +68,7 @@ def test_the_panel_shows_each_state_and_an_event_proof_checks_offline(
                 [json.loads(proof.read_text())["data"]["event_id"]],
             )
     finally:
-        append_only_install(_Editor())
+        append_only_install(GuardEditor())
     verify_and_record(org)
     page.goto(f"{live_server.url}/o/{org.pk}/audit-log/")
     expect(panel).to_contain_text("Integrity check failed")
