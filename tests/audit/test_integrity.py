@@ -193,7 +193,8 @@ def test_an_event_recorded_late_with_an_old_time_goes_into_the_next_block(org):
     assert block.first_event_id == late.pk and verify_org(org).ok
 
 
-def test_two_sealers_at_once_seal_each_event_once(transactional_db, org):
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_two_sealers_at_once_seal_each_event_once(org):
     events(org, 40)
     results = in_threads(lambda: seal_org(org.pk, block_events=7), 2)
     assert sum(results) + seal(org, block_events=7) == 40
@@ -203,9 +204,7 @@ def test_two_sealers_at_once_seal_each_event_once(transactional_db, org):
 
 
 @postgres_only
-def test_an_event_committed_during_sealing_is_sealed_later_never_inside_a_sealed_span(
-    transactional_db, org
-):
+def test_an_event_committed_during_sealing_is_sealed_later_never_inside_a_sealed_span(org):
     import threading
 
     first = record(org)
