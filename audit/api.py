@@ -13,6 +13,7 @@ document (/api/openapi.json, rendered at /api/docs).
 from datetime import UTC
 
 from django.conf import settings
+from django.core import signing
 from django.http import Http404, HttpRequest, JsonResponse, QueryDict
 from ninja import Field, NinjaAPI, Query, Router, Schema
 from ninja.errors import AuthenticationError, HttpError
@@ -25,6 +26,7 @@ from orgs.services import api_key_authenticate
 
 from .catalogue import CATEGORY_BY_KEY
 from .filters import EventFilter, plan_actions
+from .integrity import block_contents, block_header, blocks_after, event_proof
 from .selectors import (
     CursorError,
     cursor_make,
@@ -41,6 +43,8 @@ from .selectors import (
 from .services import client_ip
 
 EVENTS_LIMIT_DEFAULT, EVENTS_LIMIT_MAX = 100, 500
+DIGESTS_LIMIT_DEFAULT, DIGESTS_LIMIT_MAX = 100, 500
+DIGESTS_CURSOR_SALT = "audit.api.digests"
 STREAM_LIMIT_DEFAULT, STREAM_LIMIT_MAX = 200, 500
 API_CURSOR_SALT = "audit.api.events"
 
@@ -309,6 +313,76 @@ class ActionList(Schema):
     data: list[Action]
 
 
+class Digest(Schema):
+    """A block header, as `python -m audit.verify digests` reads it."""
+
+    version: str
+    organization: int
+    sequence: int
+    first: list[int | None]
+    last: list[int | None]
+    event_count: int
+    total_events: int
+    merkle_root: str
+    previous_hash: str
+    sealed_at: str
+    key_id: str
+    hash: str
+    signature: str
+
+
+class DigestItem(Schema):
+    id: str
+    type: str = "audit-digests"
+    attributes: Digest
+
+
+class DigestList(Schema):
+    data: list[DigestItem]
+    meta: EventMeta
+    links: Pages
+
+
+class DigestsQuery(Schema):
+    cursor: str | None = Field(None, description="meta.next of the previous page")
+    limit: int = Field(DIGESTS_LIMIT_DEFAULT, ge=1, le=DIGESTS_LIMIT_MAX)
+
+
+class BlockEvent(Schema):
+    id: int
+    event: dict
+    hash: str
+
+
+class BlockContents(Schema):
+    block: Digest
+    leaves: list[str]
+    events: list[BlockEvent]
+    retained_before: str | None = None
+
+
+class BlockOne(Schema):
+    data: BlockContents
+
+
+class ProofLeaf(Schema):
+    event_hash: str
+    data: str
+
+
+class Proof(Schema):
+    event_id: str
+    event: dict
+    leaf: ProofLeaf
+    leaf_index: int
+    audit_path: list[str]
+    block: Digest
+
+
+class ProofOne(Schema):
+    data: Proof
+
+
 class EventsQuery(Schema):
     cursor: str | None = Field(None, description="meta.next of the previous page")
     q: str | None = Field(
@@ -436,16 +510,19 @@ def events(request, org_id: str, query: Query[EventsQuery]):
     return json_response(events_list(request, org_id, query, _version(request)))
 
 
-def event(request, org_id: str, event_id: str):
-    """One event."""
+def _event(request, org_id: str, event_id: str):
     found_org = _org(request.auth, org_id)
     if not event_id.isdigit() or int(event_id) >= 2**63:
         raise ApiError(404, "not_found", "Not found", f"No event {event_id!r}.")
     try:
-        found = event_get(found_org, int(event_id))
+        return event_get(found_org, int(event_id))
     except Http404 as exc:
         raise ApiError(404, "not_found", "Not found", f"No event {event_id!r}.") from exc
-    return json_response({"data": event_json(found, request)})
+
+
+def event(request, org_id: str, event_id: str):
+    """One event."""
+    return json_response({"data": event_json(_event(request, org_id, event_id), request)})
 
 
 def event_actions(request, org_id: str):
@@ -474,6 +551,67 @@ def events_stream(request, org_id: str, query: Query[StreamQuery]):
     return json_response(stream_page(request, org_id, query, _version(request)))
 
 
+def audit_digests(request, org_id: str, query: Query[DigestsQuery]):
+    """The organization's sealed blocks in chain order, each signed (Ed25519, the key at
+    /.well-known/audit-log-signing-key): check them offline with `python -m audit.verify
+    digests`. Pages by `meta.next` / `links.next` (absent on the last page)."""
+    found_org = _org(request.auth, org_id)
+    after = 0
+    if query.cursor:
+        try:
+            payload = signing.loads(query.cursor, salt=DIGESTS_CURSOR_SALT)
+            if payload["o"] != found_org.pk:
+                raise ValueError("another organization's cursor")
+            after = int(payload["s"])
+        except (signing.BadSignature, ValueError, TypeError, KeyError) as exc:
+            raise ApiError(
+                400, "bad_cursor", "Bad cursor", "cursor: That cursor is not valid."
+            ) from exc
+    blocks = blocks_after(found_org, after, query.limit + 1)
+    page = blocks[: query.limit]
+    path = f"/admin/{_version(request)}/orgs/{found_org.pk}/audit-digests"
+    body = {
+        "data": [
+            {"id": str(b.sequence), "type": "audit-digests", "attributes": block_header(b)}
+            for b in page
+        ],
+        "meta": {"page_size": len(page)},
+        "links": {"self": _absolute(request, path, request.GET)},
+    }
+    if len(blocks) > query.limit:
+        cursor = signing.dumps(
+            {"o": found_org.pk, "s": page[-1].sequence}, salt=DIGESTS_CURSOR_SALT
+        )
+        params = request.GET.copy()
+        params["cursor"] = cursor
+        body["meta"]["next"] = cursor
+        body["links"]["next"] = _absolute(request, path, params)
+    return json_response(body)
+
+
+def audit_digest(request, org_id: str, sequence: str):
+    """One sealed block with its leaves and every event now stored in its span, in
+    recording order: `python -m audit.verify block` checks offline that they are the
+    events it sealed (none changed, deleted, inserted or reordered)."""
+    found_org = _org(request.auth, org_id)
+    known = sequence.isdigit() and int(sequence) < 2**63
+    contents = block_contents(found_org, int(sequence)) if known else None
+    if contents is None:
+        raise ApiError(404, "not_found", "Not found", f"No block {sequence!r}.")
+    return json_response({"data": contents})
+
+
+def event_proof_get(request, org_id: str, event_id: str):
+    """The inclusion proof of one event: its canonical fields, its leaf, the audit path
+    and the signed block whose Merkle root it leads to (`python -m audit.verify proof`).
+    404 until the event is sealed (every few seconds)."""
+    found = _event(request, org_id, event_id)
+    proof, why = event_proof(request.auth.organization, found)
+    if proof is None:
+        raise ApiError(404, "not_sealed", "Not sealed", why)
+    return json_response({"data": proof})
+
+
 ENDPOINTS = [
     ("/orgs", orgs, OrgList),
     ("/orgs/{org_id}", org, OrgOne),
@@ -481,6 +619,9 @@ ENDPOINTS = [
     ("/orgs/{org_id}/events/{event_id}", event, EventOne),
     ("/orgs/{org_id}/event-actions", event_actions, ActionList),
     ("/orgs/{org_id}/events-stream", events_stream, EventList),
+    ("/orgs/{org_id}/audit-digests", audit_digests, DigestList),
+    ("/orgs/{org_id}/audit-digests/{sequence}", audit_digest, BlockOne),
+    ("/orgs/{org_id}/events/{event_id}/proof", event_proof_get, ProofOne),
 ]
 
 

@@ -449,5 +449,17 @@ ACTIONS = [
         "audit_log",
         "{actor} removed {count} activities older than the retention period",
     ),
+    _A(
+        "audit_log_verified",
+        "Verified the audit log's integrity",
+        "audit_log",
+        "{actor} verified the audit log: {events} activities in {blocks} sealed blocks unchanged",
+    ),
+    _A(
+        "audit_log_verification_failed",
+        "Found the audit log altered",
+        "audit_log",
+        "{actor} found the audit log altered: {problem}",
+    ),
 ]
 ACTION_BY_KEY = {a.key: a for a in ACTIONS}

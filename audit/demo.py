@@ -215,6 +215,9 @@ DETAIL_VALUES: dict[str, Sequence | str] = {
         "the receiver answered 410 Gone.",
         "10 deliveries in a row failed since 2026-05-04 09:12 UTC (last: Timed out).",
     ],
+    "events": range(1000, 100000),
+    "blocks": range(1, 30),
+    "problem": "Event 4711 in block 2 was changed after it was recorded",
 }
 # What an action's {setting}, {old} and {new} stand for: a list to draw one from, or
 # the one change it always is.
@@ -324,7 +327,14 @@ class ActivityGenerator:
             for a in ACTIONS
             if plan.audit_log
             and getattr(plan, CATEGORY_BY_KEY[a.category].plan_field)
-            and a.key not in ("audit_log_purged", "user_login_failed")
+            # The system's own: a made-up verification, failed at that, would mislead.
+            and a.key
+            not in (
+                "audit_log_purged",
+                "user_login_failed",
+                "audit_log_verified",
+                "audit_log_verification_failed",
+            )
         ] or list(ACTIONS)
         self.weights = [BUSY_WEIGHT if a.category in BUSY_CATEGORIES else 1 for a in self.actions]
         self.draws = self._draws(plan.name)

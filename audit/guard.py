@@ -40,10 +40,19 @@ from contextlib import contextmanager
 from django.conf import settings
 from django.db import DatabaseError, connection
 
-EVENT_TABLES = ("audit_event", "audit_eventterm")
+# Never updated; deleted only by the retention job (events and terms) or never outside
+# the test suite's flush (the integrity blocks and retention marks, which the job keeps).
+EVENT_TABLES = ("audit_event", "audit_eventterm", "audit_block", "audit_retentionmark")
 COUNT_TABLES = ("audit_eventhourlycount", "audit_eventhourlytotal")
 CATALOGUE_TABLE = "audit_activity"
 GUARDED_TABLES = (*EVENT_TABLES, *COUNT_TABLES, CATALOGUE_TABLE)
+# SQLite's INSERT OR REPLACE deletes a conflicting row without firing delete triggers:
+# refused for rows that are not all key (a search term is).
+_REPLACE_KEYS = {
+    "audit_event": [("id",)],
+    "audit_block": [("id",), ("organization_id", "sequence")],
+    "audit_retentionmark": [("id",)],
+}
 COUNT_KEYS = {
     "audit_eventhourlycount": ("organization_id", "hour", "action_id"),
     "audit_eventhourlytotal": ("organization_id", "hour"),
@@ -244,13 +253,16 @@ def _sqlite_trigger_sql(table: str) -> list[str]:
             f"CREATE TRIGGER {table}_no_update BEFORE UPDATE ON {table} WHEN {closed} "
             f"{refuse('UPDATE')}"
         )
-    if table == "audit_event":
-        # A search-term row is all key: replacing one changes nothing. An event is not.
-        # (SQLite's REPLACE deletes without firing delete triggers.)
+    if table in _REPLACE_KEYS:
+        conflicts = " OR ".join(
+            f"EXISTS (SELECT 1 FROM {table} WHERE "
+            + " AND ".join(f"{k} = NEW.{k}" for k in keys)
+            + ")"
+            for keys in _REPLACE_KEYS[table]
+        )
         sql.append(
             f"CREATE TRIGGER {table}_no_replace BEFORE INSERT ON {table} "
-            f"WHEN NEW.id IS NOT NULL AND EXISTS (SELECT 1 FROM {table} WHERE id = NEW.id) "
-            f"{refuse('REPLACE')}"
+            f"WHEN {conflicts} {refuse('REPLACE')}"
         )
     return sql
 

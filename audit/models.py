@@ -119,6 +119,10 @@ class Event(models.Model):
     # only below the oldest transaction still running, so an event committed late is
     # never skipped (README, "The events stream"). SQLite: null; ids are in commit order.
     txid = models.BigIntegerField(null=True, blank=True, editable=False)
+    # SHA-256 of the event's canonical serialization (audit.verify.event_canonical),
+    # computed by the recorder as it writes the row. Null for events recorded before
+    # migration 0014: sealing hashes those from their row (audit.integrity).
+    hash = models.BinaryField(max_length=32, null=True, blank=True, editable=False)
 
     objects = EventQuerySet.as_manager()
 
@@ -314,3 +318,77 @@ class StreamAttempt(models.Model):
     @property
     def outcome(self) -> str:
         return str(self.status_code) if self.status_code is not None else self.error
+
+
+class Block(models.Model):
+    """A sealed run of an organization's events, in recording order (the events stream's
+    (txid, id) order): the Merkle root of their leaves, chained to the block before and
+    signed (audit.integrity, audit.verify). Append-only, and the retention job keeps it:
+    `leaves` (occurred_at and hash of each event) lets the chain verify after events are
+    removed."""
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.PROTECT, related_name="+", db_index=False
+    )
+    sequence = models.PositiveBigIntegerField()
+    # Positions (txid, id) of the first and last event; txid is null on SQLite.
+    first_txid = models.BigIntegerField(null=True)
+    first_event_id = models.BigIntegerField()
+    last_txid = models.BigIntegerField(null=True)
+    last_event_id = models.BigIntegerField()
+    event_count = models.PositiveIntegerField()
+    total_events = models.PositiveBigIntegerField()
+    merkle_root = models.CharField(max_length=64)
+    previous_hash = models.CharField(max_length=64)
+    block_hash = models.CharField(max_length=64)
+    key_id = models.CharField(max_length=16)
+    signature = models.CharField(max_length=100)
+    sealed_at = models.DateTimeField()
+    leaves = models.BinaryField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["organization", "sequence"], name="block_org_sequence")
+        ]
+
+    def __str__(self) -> str:
+        return f"Block {self.sequence} of {self.organization_id}"
+
+
+class RetentionMark(models.Model):
+    """One retention run's removal in one organization: verification reads "events
+    before `cutoff` removed by retention on `purged_at`" rather than a failure for
+    sealed events older than the cutoff. Append-only."""
+
+    organization = models.ForeignKey(
+        Organization, on_delete=models.PROTECT, related_name="+", db_index=False
+    )
+    cutoff = models.DateTimeField()
+    purged_at = models.DateTimeField()
+    events = models.PositiveBigIntegerField()
+
+    class Meta:
+        indexes = [models.Index(fields=["organization", "cutoff"], name="retentionmark_org")]
+
+    def __str__(self) -> str:
+        return f"{self.events} before {self.cutoff:%Y-%m-%d} removed {self.purged_at:%Y-%m-%d}"
+
+
+class IntegrityCheck(models.Model):
+    """The outcome of one verification of an organization's log (the daily job or
+    `manage.py audit_verify`): what the Integrity panel shows."""
+
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="+")
+    checked_at = models.DateTimeField()
+    ok = models.BooleanField()
+    blocks = models.PositiveBigIntegerField(default=0)
+    events = models.PositiveBigIntegerField(default=0)
+    sealed_until = models.DateTimeField(null=True)
+    problem = models.TextField(blank=True)
+    retention_note = models.TextField(blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["organization", "-checked_at"], name="check_org_time")]
+
+    def __str__(self) -> str:
+        return f"{'OK' if self.ok else 'FAILED'} {self.checked_at:%Y-%m-%d %H:%M}"

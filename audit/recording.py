@@ -25,6 +25,7 @@ from orgs.models import Organization, Plan, Product
 from .catalogue import CATEGORY_BY_KEY, CONTENT_TYPES, SEARCHABLE_DETAILS, SEARCHABLE_TYPES
 from .geo import Place, location_for_ip
 from .models import Activity, ActivitySetting, Event, EventHourlyCount, EventHourlyTotal, EventTerm
+from .verify import EVENT_FIELDS, canonical_time, event_hash
 
 if TYPE_CHECKING:
     from .services import Actor, EventSpec, Location
@@ -164,32 +165,14 @@ def content_terms(
 
 # Rows.
 
-EVENT_COLUMNS = (
-    "organization_id",
-    "occurred_at",
-    "recorded_at",
-    "action_id",
-    "actor_type",
-    "actor_id",
-    "actor_name",
-    "actor_email",
-    "product_id",
-    "product_kind",
-    "site_name",
-    "context",
-    "container",
-    "content",
-    "details",
-    "ip",
-    "user_agent",
-    "country",
-    "region",
-    "city",
-    "message",
-)
+# The row's columns: the fields an event's hash covers, in the same order (the action by
+# its id), then the hash.
+EVENT_COLUMNS = (*(f if f != "action" else "action_id" for f in EVENT_FIELDS), "hash")
 _OCCURRED_AT = EVENT_COLUMNS.index("occurred_at")
 _ACTION_ID = EVENT_COLUMNS.index("action_id")
-_json_text = DjangoJSONEncoder(separators=(",", ":")).encode
+# Sorted keys: the stored text is then the canonical text the event's hash covers
+# (audit.verify.canonical_json), and the recorder hashes it as it is.
+_json_text = DjangoJSONEncoder(separators=(",", ":"), sort_keys=True).encode
 _CACHE_LIMIT = 10_000  # entries per cache of a Recorder
 _NOT_LOOKED_UP = object()  # an address's location before the recorder has looked it up
 
@@ -265,6 +248,7 @@ class Recorder:
         self.now = timezone.now()
         self.db_time = db_time_adapter()
         self.db_now = self.db_time(self.now)
+        self.hash_now = canonical_time(self.now)
         self._rules: dict[str, tuple[str, int, str]] = {}  # for events without a product
         self._products: dict[tuple, _ProductFacts] = {}
         self._normalized: dict[str, str] = {}
@@ -279,13 +263,14 @@ class Recorder:
                 self._normalized[value] = term
         return term
 
-    def _actor(self, actor: "Actor") -> tuple[str, str, str, frozenset[str]]:
-        """(stored name, stored email, display name, search terms), once per actor."""
+    def _actor(self, actor: "Actor") -> tuple[str, str, str, str, frozenset[str]]:
+        """(stored id, name and email, display name, search terms), once per actor."""
         try:
             return self._actors[actor]
         except KeyError:
             name, email = actor.name[:200], actor.email[:254]
             derived = (
+                str(actor.id),  # as the column stores it, so the hash is of what is stored
                 name,
                 email,
                 actor.display,
@@ -377,7 +362,7 @@ class Recorder:
         context, container, content = self._items(spec, facts)
         items = context + container if container else context
         actor: Actor = spec.actor
-        actor_name, actor_email, display, terms = self._actor(actor)
+        actor_id, actor_name, actor_email, display, terms = self._actor(actor)
         location = spec.location  # the caller's location wins over the lookup
         ip, looked_up = self._ip(spec.ip, location is not None)
         location = location or looked_up
@@ -389,13 +374,13 @@ class Recorder:
         occurred_at = spec.occurred_at or self.now
         if occurred_at.utcoffset() is None:
             raise ValueError("occurred_at must be timezone-aware")
-        params = (
+        stored = [
             self.org_id,
-            self.db_time(occurred_at),
-            self.db_now,
-            action_id,
+            canonical_time(occurred_at),
+            self.hash_now,
+            spec.action,
             actor.type,
-            actor.id,
+            actor_id,
             actor_name,
             actor_email,
             facts.pk if facts is not None else None,
@@ -411,7 +396,13 @@ class Recorder:
             location.region if location else "",
             location.city if location else "",
             message[:1000],
-        )
+        ]
+        # The event's hash, over its canonical serialization: the stored values, with
+        # times in canonical text and the action by key (audit.verify.EVENT_FIELDS).
+        digest = event_hash(stored)
+        stored[1], stored[2], stored[3] = self.db_time(occurred_at), self.db_now, action_id
+        stored.append(digest)
+        params = tuple(stored)
         python = (context, container, details) if self.single else None
         return Built(params, tuple(terms), occurred_at, python)
 

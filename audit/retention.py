@@ -23,7 +23,7 @@ from django.utils import timezone
 from orgs.models import Organization, User
 
 from .guard import purge_allowed
-from .models import Event, EventHourlyCount, EventHourlyTotal, EventTerm
+from .models import Event, EventHourlyCount, EventHourlyTotal, EventTerm, RetentionMark
 from .recording import activity_cache_clear, activity_keys_by_id, event_terms
 from .services import SYSTEM, event_record
 
@@ -383,6 +383,14 @@ def _purge_hold(purge: OrgPurge, max_share: float) -> None:
 
 
 def _purge_record(purge: OrgPurge) -> None:
+    # Kept beside the blocks, which the purge leaves whole: verification then reads the
+    # sealed events older than the cutoff as removed by retention (audit.integrity).
+    RetentionMark.objects.create(
+        organization=purge.organization,
+        cutoff=purge.cutoff,
+        purged_at=timezone.now(),
+        events=purge.events,
+    )
     recorded = event_record(
         organization=purge.organization,
         action="audit_log_purged",

@@ -5,6 +5,7 @@ from urllib.parse import urlencode
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
+from django.http import JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods
@@ -15,6 +16,7 @@ from orgs.models import Organization, Plan, Product
 from .catalogue import CATEGORIES
 from .charts import activity_chart
 from .filters import EventFilter
+from .integrity import block_of, event_proof, integrity_status, public_keys
 from .selectors import event_get, event_json, event_page, viewer_time_zone
 from .services import (
     activity_setting_refusal,
@@ -47,6 +49,8 @@ def event_list(request, org_id: int):
         "rows": rows_html(event_rows(page.events, tz=tz, query=here)),
         "chart": activity_chart(events),
         "query": query,
+        "integrity": integrity_status(org),
+        "signing_keys": public_keys(),
     }
     return render(request, "audit/event_list.html", context)
 
@@ -72,8 +76,32 @@ def event_detail(request, org_id: int, event_id: int):
         "context_items": item_rows(event.context),
         "container_items": item_rows(event.container),
         "back": request.GET.urlencode(),
+        "sealed_in": block_of(org, (event.txid or 0, event.pk)),
     }
     return render(request, "audit/event_detail.html", context)
+
+
+@login_required
+@require_GET
+@never_cache
+def event_proof_download(request, org_id: int, event_id: int):
+    """The event's inclusion proof as a JSON file, for `python -m audit.verify proof`."""
+    org = org_for_admin(request.user, org_id)
+    event = event_get(org, event_id)
+    proof, why = event_proof(org, event)
+    if proof is None:
+        messages.warning(request, why)
+        return redirect("audit:event-detail", org.pk, event.pk)
+    response = JsonResponse({"data": proof}, json_dumps_params={"indent": 2})
+    response["Content-Disposition"] = f'attachment; filename="event-{event.pk}-proof.json"'
+    return response
+
+
+@require_GET
+def signing_keys(request):
+    """The public keys that verify the audit log's blocks and export manifests (current
+    and retired), for anyone: /.well-known/audit-log-signing-key."""
+    return JsonResponse({"algorithm": "Ed25519", "keys": public_keys()})
 
 
 def _audit_log_unavailable(request, org: Organization):

@@ -1,5 +1,6 @@
 """Settings, read from the environment. Every variable is documented in README.md."""
 
+import base64
 import os
 import sys
 import tempfile
@@ -240,7 +241,7 @@ DEFAULT_FROM_EMAIL = os.getenv("DEFAULT_FROM_EMAIL", "Audit log <auditlog@localh
 # is set. retry must exceed timeout or a long task is started twice.
 Q_CLUSTER = {
     "name": "auditlog",
-    "workers": envint("Q_WORKERS", 2),
+    "workers": envint("Q_WORKERS", 4),  # two are long-running loops: streams, sealing
     "timeout": envint("Q_TIMEOUT", 300),
     "retry": envint("Q_RETRY", 360),
     "max_attempts": envint("Q_MAX_ATTEMPTS", 3),
@@ -273,6 +274,22 @@ AUDIT_MIN_RETENTION_DAYS = envint("AUDIT_MIN_RETENTION_DAYS", 180)
 # A purge that would remove more than this share of an organization's events in one run
 # is held (recorded, staff emailed) until an operator releases it.
 AUDIT_PURGE_MAX_SHARE = float(os.getenv("AUDIT_PURGE_MAX_SHARE", "0.25"))
+# Tamper evidence (audit.integrity): blocks and export manifests are signed with this
+# Ed25519 key, a PEM file (`manage.py audit_signing_key --create` writes one; `make run`
+# does in development) or the key itself (PEM text or base64 of its 32 bytes). Public
+# keys of earlier signing keys stay trusted, so blocks they signed still verify.
+AUDIT_SIGNING_KEY = os.getenv("AUDIT_SIGNING_KEY", "")
+AUDIT_SIGNING_KEY_FILE = os.getenv(
+    "AUDIT_SIGNING_KEY_FILE", str(VAR_DIR / "audit-signing-key.pem") if DEBUG else ""
+)
+AUDIT_RETIRED_PUBLIC_KEYS = envlist("AUDIT_RETIRED_PUBLIC_KEYS")
+if TESTING and not AUDIT_SIGNING_KEY:
+    # A key of the test process's own, never written anywhere.
+    AUDIT_SIGNING_KEY = base64.b64encode(os.urandom(32)).decode()
+# Sealing: a worker seals every organization's new events every AUDIT_SEAL_INTERVAL
+# seconds, in blocks of at most AUDIT_SEAL_BLOCK_EVENTS events.
+AUDIT_SEAL_INTERVAL = float(os.getenv("AUDIT_SEAL_INTERVAL", "2"))
+AUDIT_SEAL_BLOCK_EVENTS = envint("AUDIT_SEAL_BLOCK_EVENTS", 4096)
 # PostgreSQL: the role the web and worker processes connect as (README, "Database
 # roles"); migrations, run as the tables' owner, grant it only what it needs.
 DATABASE_APP_ROLE = os.getenv("DATABASE_APP_ROLE", "")

@@ -20,6 +20,7 @@ emails that could not be sent.
 
 import csv
 import hashlib
+import json
 import logging
 import os
 import uuid
@@ -40,6 +41,7 @@ from django_q.models import OrmQ
 from django_q.tasks import async_task
 
 from audit.catalogue import CATEGORY_BY_KEY
+from audit.integrity import SigningKeyMissing, manifest_make, seal_org
 from audit.selectors import event_list
 from audit.services import Actor, event_record
 from orgs.models import Membership, Organization, Product, User
@@ -296,14 +298,14 @@ def export_file_build(*, export_id: int) -> ExportRequest:
             _file_write(export, token)
         except ExportClaimLost:
             log.warning("Export %s was taken over by another builder; this one stops", export_id)
-            _part_path(export, token).unlink(missing_ok=True)
+            _part_unlink(export, token)
         except Exception as exc:
             log.exception("Export %s failed", export_id)
             message = str(exc) if isinstance(exc, ExportError) else "An unexpected error."
             ExportRequest.objects.filter(
                 pk=export_id, status=ExportRequest.Status.RUNNING, claim_token=token
             ).update(status=ExportRequest.Status.FAILED, finished_at=timezone.now(), error=message)
-            _part_path(export, token).unlink(missing_ok=True)
+            _part_unlink(export, token)
         export.refresh_from_db()
     _email_once(export)
     return export
@@ -316,10 +318,17 @@ def _part_path(export: ExportRequest, token: str) -> Path:
     return final.with_name(f"{final.stem}.{token}.part")
 
 
+def _part_unlink(export: ExportRequest, token: str) -> None:
+    part = _part_path(export, token)
+    part.unlink(missing_ok=True)
+    manifest_path(part).unlink(missing_ok=True)
+
+
 def _part_paths_unlink(export: ExportRequest) -> None:
     final = Path(settings.PRIVATE_STORAGE_DIR) / export_relative_path(export)
-    for part in final.parent.glob(f"{final.stem}.*.part"):
-        part.unlink(missing_ok=True)
+    for pattern in (f"{final.stem}.*.part", f"{final.stem}.*.part.manifest.json"):
+        for part in final.parent.glob(pattern):
+            part.unlink(missing_ok=True)
 
 
 def _file_write(export: ExportRequest, token: str) -> None:
@@ -332,12 +341,24 @@ def _file_write(export: ExportRequest, token: str) -> None:
     final = Path(settings.PRIVATE_STORAGE_DIR) / relative
     part = _part_path(export, token)
     final.parent.mkdir(parents=True, exist_ok=True)
+    sealing = _seal(export.organization)
     with open(part, "wb") as raw:
         out = _HashingFile(raw, _Lease(export.pk, token))
         rows = csv_rows_write(out, event_list(filters=event_filter), limit=settings.EXPORT_MAX_ROWS)
         raw.flush()
         os.fsync(raw.fileno())
     finished = timezone.now()
+    if sealing:
+        manifest = manifest_make(
+            organization=export.organization,
+            file_name=export.download_name,
+            sha256=out.sha256.hexdigest(),
+            rows=rows,
+            filters=dict(export.filters),
+            exported_at=finished,
+            event_ids=_csv_event_ids(part),
+        )
+        manifest_path(part).write_text(json.dumps(manifest, indent=2) + "\n")
     # The flip locks the row (and on SQLite the database) until commit, so a builder
     # taking over meanwhile waits, then finds it READY; the file lands only with it.
     with transaction.atomic():
@@ -357,6 +378,8 @@ def _file_write(export: ExportRequest, token: str) -> None:
         if not became_ready:
             raise ExportClaimLost
         os.replace(part, final)
+        if sealing:
+            os.replace(manifest_path(part), manifest_path(final))
         _part_paths_unlink(export)  # what builders that died before this one left
         event_record(
             organization=export.organization,
@@ -370,6 +393,31 @@ def _file_write(export: ExportRequest, token: str) -> None:
             ip=export.ip,
             user_agent=export.user_agent,
         )
+
+
+def _csv_event_ids(path: Path) -> list[int]:
+    """The event ids of a written export file (its last column): exactly the rows it
+    holds, whatever was recorded while it was written."""
+    with open(path, newline="", encoding="utf-8") as file:
+        rows = csv.reader(file)
+        next(rows, None)
+        return [int(row[-1]) for row in rows]
+
+
+def manifest_path(csv_path: Path) -> Path:
+    """The signed manifest beside an export file (or its part)."""
+    return csv_path.with_name(csv_path.name + ".manifest.json")
+
+
+def _seal(organization: Organization) -> bool:
+    """Seals the organization's events so far, so that the manifest names the blocks of
+    the exported events; False when no signing key is configured (no manifest)."""
+    try:
+        seal_org(organization.pk)
+    except SigningKeyMissing:
+        log.warning("No audit log signing key: export without a signed manifest")
+        return False
+    return True
 
 
 def _email_once(export: ExportRequest) -> None:
@@ -434,6 +482,7 @@ def export_files_purge_expired(now: datetime | None = None) -> int:
     for export in expired.iterator(chunk_size=500):
         if export.file_name:
             export.file_path.unlink(missing_ok=True)
+            manifest_path(export.file_path).unlink(missing_ok=True)
         ExportRequest.objects.filter(pk=export.pk).update(file_deleted_at=now)
         deleted += 1
     return deleted

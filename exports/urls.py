@@ -15,6 +15,11 @@ urlpatterns = [
         name="export-download",
     ),
     path(
+        "o/<id:org_id>/audit-log/exports/<id:export_id>/manifest/",
+        views.export_manifest,
+        name="export-manifest",
+    ),
+    path(
         "o/<id:org_id>/audit-log/exports/<id:export_id>/again/",
         views.export_again,
         name="export-again",

@@ -1,6 +1,6 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import FileResponse, HttpRequest, HttpResponse, QueryDict
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
@@ -10,7 +10,7 @@ from orgs.access import org_for_admin
 from orgs.models import Organization
 
 from .models import ExportRequest
-from .services import ExportLimitReached, export_filter, export_request_create
+from .services import ExportLimitReached, export_filter, export_request_create, manifest_path
 
 READY_SOON = "We'll email you when your export is ready."
 
@@ -110,6 +110,23 @@ def export_download(request, org_id: int, export_id: int) -> HttpResponse:
         {"org": export.organization, "nav": "exports", "export": export, "expired": expired},
         status=410 if expired else 200,
     )
+
+
+@login_required
+@require_GET
+def export_manifest(request, org_id: int, export_id: int) -> HttpResponse:
+    """The signed manifest beside a downloadable export (`python -m audit.verify export`)."""
+    export = _own_export(request, org_id, export_id)
+    if export.is_downloadable():
+        try:
+            file = open(manifest_path(export.file_path), "rb")  # noqa: SIM115 - FileResponse closes it
+        except FileNotFoundError:
+            raise Http404("This export has no manifest.") from None
+        name = export.download_name.removesuffix(".csv") + ".manifest.json"
+        return FileResponse(
+            file, as_attachment=True, filename=name, content_type="application/json"
+        )
+    return redirect("exports:export-download", org_id, export_id)
 
 
 @login_required

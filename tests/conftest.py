@@ -3,11 +3,16 @@ an outsider and another org; staff; sites and products."""
 
 import email
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
+import time
 from datetime import datetime, timedelta
 from email.policy import default as default_policy
 from ipaddress import ip_address
+from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
@@ -16,7 +21,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from audit.guard import purge_allowed
-from audit.models import Event
+from audit.integrity import public_keys, seal_org
+from audit.models import Block, Event
 from audit.services import event_record, item
 from orgs.models import Membership, Organization, Plan, Product, Site, User
 
@@ -219,3 +225,57 @@ def event_matches(event: Event, params: dict) -> bool:
         if params["q"].strip().lower() not in names | {event.actor_email.lower()}:
             return False
     return True
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def verify_offline(*args: str, tmp_path: Path, keys=None) -> subprocess.CompletedProcess:
+    """python -m audit.verify in a process that cannot import Django: only audit/ (the
+    empty package and verify.py) on its path, beside a `django` that refuses to load."""
+    pkg = tmp_path / "standalone"
+    (pkg / "audit").mkdir(parents=True, exist_ok=True)
+    (pkg / "audit" / "__init__.py").write_text((ROOT / "audit" / "__init__.py").read_text())
+    (pkg / "audit" / "verify.py").write_text((ROOT / "audit" / "verify.py").read_text())
+    (pkg / "django").mkdir(exist_ok=True)
+    (pkg / "django" / "__init__.py").write_text("raise ImportError('no Django here')\n")
+    key_file = tmp_path / "keys.json"
+    if keys is None:
+        keys = public_keys()
+    key_file.write_text(json.dumps({"keys": keys}))
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(pkg)}
+    return subprocess.run(
+        [sys.executable, "-m", "audit.verify", "--key", str(key_file), *args],
+        cwd=pkg,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def seal(org, block_events: int | None = None) -> int:
+    """seal_org until every event of `org` is sealed: on PostgreSQL a transaction
+    still open anywhere on the server (another test suite's) holds the horizon back
+    for a moment."""
+    sealed_now, deadline = 0, time.monotonic() + 60
+    while True:
+        sealed_now += seal_org(org.pk, block_events=block_events)
+        last = Block.objects.filter(organization=org).order_by("-sequence").first()
+        total = last.total_events if last else 0
+        if total >= Event.objects.filter(organization=org).count():
+            return sealed_now
+        assert time.monotonic() < deadline, "sealing did not catch up"
+        time.sleep(0.05)
+
+
+class GuardEditor:
+    """What audit.guard.append_only_install needs of a schema editor: for tests that
+    drop a trigger (as a database owner could) and put the guard back after."""
+
+    connection = connection
+
+    @staticmethod
+    def execute(sql, params=None):
+        with connection.cursor() as cursor:
+            cursor.execute(sql)

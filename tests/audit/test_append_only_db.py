@@ -82,7 +82,8 @@ def test_insert_or_replace_over_an_event_is_refused_on_sqlite(event):
             "INSERT OR REPLACE INTO audit_event SELECT id, organization_id, occurred_at, "
             "recorded_at, actor_type, actor_id, actor_name, actor_email, product_id, "
             "product_kind, site_name, context, container, content, details, ip, user_agent, "
-            "country, region, city, 'tampered', action_id, txid FROM audit_event WHERE id = %s",
+            "country, region, city, 'tampered', action_id, txid, hash FROM audit_event "
+            "WHERE id = %s",
             [event.pk],
         )
     assert Event.objects.get(pk=event.pk).message == event.message

@@ -228,8 +228,8 @@ def test_a_retry_after_the_worker_died_makes_one_file_one_event_one_email(
     clock.advance(seconds=360)  # Q_RETRY: the dead builder's lease has lapsed
     export = export_file_build(export_id=export.pk)  # django-q2 retries the task
     export_file_build(export_id=export.pk)  # and once more, for good measure
-    files = [p.name for p in private_storage.rglob("*") if p.is_file()]
-    assert files == [f"{export.file_key}.csv"]
+    files = sorted(p.name for p in private_storage.rglob("*") if p.is_file())
+    assert files == [f"{export.file_key}.csv", f"{export.file_key}.csv.manifest.json"]
     assert export.status == "ready" and export.row_count == 5 and export.attempts == 2
     assert len(csv_of(export)) == 5
     assert len(mail.outbox) == 1

@@ -20,6 +20,7 @@ from exports.services import (
     export_file_build,
     export_request_create,
     exports_stalled_fail,
+    manifest_path,
 )
 from exports.tasks import exports_stalled
 from tests.conftest import free_port, in_threads, make_user
@@ -107,8 +108,8 @@ def test_a_builder_that_lost_its_lease_stops_without_writing(
     export_file_build(export_id=export.pk)
     export = ExportRequest.objects.get(pk=export.pk)
     assert export.status == "ready" and export.row_count == 3 and export.attempts == 2
-    files = [p for p in private_storage.rglob("*") if p.is_file()]
-    assert files == [export.file_path]
+    files = sorted(p for p in private_storage.rglob("*") if p.is_file())
+    assert files == [export.file_path, manifest_path(export.file_path)]
     assert len(export.file_path.read_bytes().splitlines()) == 4  # the winner's 3 rows
     assert len(mail.outbox) == 1
     assert Event.objects.filter(action__key="audit_log_exported").count() == 1
@@ -290,7 +291,7 @@ def test_two_databases_never_share_a_file_path(org, admin, clock, private_storag
     assert other.status == "ready" and other.row_count == 2
     assert other.file_path != first.file_path
     assert first.file_path.read_bytes() == first_bytes
-    assert len([p for p in private_storage.rglob("*") if p.is_file()]) == 2
+    assert len([p for p in private_storage.rglob("*.csv") if p.is_file()]) == 2
 
 
 # B. At most EXPORT_MAX_CONCURRENT exports in progress per admin.

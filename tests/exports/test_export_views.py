@@ -1,18 +1,20 @@
 """The export pages: Export log, the download link, Export again, the Exports page."""
 
+import json
 from datetime import timedelta
 
 import pytest
 from django.contrib.messages import get_messages
 from django.core import mail
+from django.db import connection
 from django.urls import reverse
 from django_q.models import Schedule
 
 from audit.models import Event
 from exports.models import ExportRequest
-from exports.services import export_files_purge_expired
+from exports.services import export_files_purge_expired, manifest_path
 from orgs.models import Membership
-from tests.conftest import make_user
+from tests.conftest import make_user, verify_offline
 
 from .conftest import parse_csv, record_many, spec
 
@@ -322,3 +324,56 @@ def test_staff_see_exports_read_only_in_the_django_admin(ready_export, client, s
     detail = client.get(reverse("admin:exports_exportrequest_change", args=[ready_export.pk]))
     assert detail.status_code == 200 and 'type="submit" value="Save"' not in detail.content.decode()
     assert client.get(reverse("admin:exports_exportrequest_add")).status_code == 403
+
+
+# -- the signed manifest --------------------------------------------------------------
+
+
+def manifest_url(export):
+    return reverse("exports:export-manifest", args=[export.organization_id, export.pk])
+
+
+def test_the_requester_downloads_a_signed_manifest_that_verifies_the_file_offline(
+    ready_export, admin_client, tmp_path
+):
+    response = admin_client.get(manifest_url(ready_export))
+    assert response.status_code == 200
+    assert response["Content-Disposition"] == (
+        'attachment; filename="audit-log-acme-2026-11-20.manifest.json"'
+    )
+    manifest = json.loads(b"".join(response.streaming_content))
+    assert manifest["rows"] == 2 and manifest["sha256"] == ready_export.sha256
+    assert manifest["filters"] == ready_export.filters
+    if connection.vendor == "sqlite":  # PostgreSQL seals only committed events
+        assert [b["sequence"] for b in manifest["blocks"]] == [1]
+        assert manifest["unsealed_events"] == 0
+    csv_file, manifest_file = tmp_path / "audit-log.csv", tmp_path / "manifest.json"
+    csv_file.write_bytes(ready_export.file_path.read_bytes())
+    manifest_file.write_text(json.dumps(manifest))
+    result = verify_offline("export", str(csv_file), str(manifest_file), tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "OK: audit-log.csv is the export of " in result.stdout and "2 rows" in result.stdout
+
+    csv_file.write_bytes(csv_file.read_bytes().replace(b"group_deleted", b"group_created"))
+    result = verify_offline("export", str(csv_file), str(manifest_file), tmp_path=tmp_path)
+    assert result.returncode == 1 and "SHA-256 differs" in result.stderr
+    manifest["rows"] = 1  # a manifest edited to match a shortened file
+    manifest_file.write_text(json.dumps(manifest))
+    result = verify_offline("export", str(csv_file), str(manifest_file), tmp_path=tmp_path)
+    assert result.returncode == 1 and "signature" in result.stderr
+
+
+def test_only_the_requester_gets_the_manifest(ready_export, client, other_admin, member, outsider):
+    for user in (other_admin, member, outsider):
+        client.force_login(user)
+        assert client.get(manifest_url(ready_export)).status_code == 404, user
+    client.force_login(ready_export.requested_by)
+    assert client.post(manifest_url(ready_export)).status_code == 405
+
+
+def test_an_expired_exports_manifest_goes_with_its_file(ready_export, admin_client, clock):
+    clock.advance(days=2)
+    response = admin_client.get(manifest_url(ready_export))
+    assert response.status_code == 302 and response["Location"].endswith("/download/")
+    export_files_purge_expired()
+    assert not manifest_path(ready_export.file_path).exists()

@@ -1,0 +1,783 @@
+"""Tamper evidence on the server: the signing key, sealing each organization's new events
+into signed, chained Merkle blocks, verifying them, inclusion proofs and signed
+export manifests. The serialization, tree and checks themselves are audit.verify's,
+which needs no Django, so the standalone verifier checks exactly what is sealed here.
+
+Order: blocks follow recording order, the events stream's (txid, id) on PostgreSQL
+(id on SQLite), never event time. On PostgreSQL only events whose transaction is older
+than the oldest one still running are sealed (the stream's horizon, see
+audit.selectors.event_stream_slice): a transaction that commits late lands after every
+sealed position, in the next block, never inside a sealed span.
+
+Events recorded before migration 0014 have no stored hash; sealing computes it from the
+row (the guard refuses the UPDATE a backfill would need, and rewriting every row of a
+large table in one migration would lock it for minutes). They are as trustworthy as
+the row was when first sealed; every event after that is hashed as it is recorded.
+"""
+
+import base64
+import bisect
+import ipaddress
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from orgs.models import Organization
+
+from . import verify
+from .models import Block, Event, IntegrityCheck, RetentionMark
+from .recording import activity_keys_by_id
+
+logger = logging.getLogger(__name__)
+
+_EPOCH_NAIVE = datetime(1970, 1, 1)
+_MICROSECOND = timedelta(microseconds=1)
+_SEAL_LOCK = 0x5EA1 << 40  # PostgreSQL advisory lock key base, plus the organization id
+Position = tuple[int, int]  # (txid or 0, id)
+
+
+class SigningKeyMissing(Exception):
+    """No signing key is configured (AUDIT_SIGNING_KEY / AUDIT_SIGNING_KEY_FILE)."""
+
+
+# -- keys --------------------------------------------------------------------------------
+
+
+def signing_key():
+    """The Ed25519 private key blocks and manifests are signed with, or None."""
+    return _signing_key(settings.AUDIT_SIGNING_KEY, settings.AUDIT_SIGNING_KEY_FILE)
+
+
+@lru_cache(maxsize=4)
+def _signing_key(value: str, path: str):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    if not value and path and Path(path).is_file():
+        value = Path(path).read_text()
+    value = value.strip()
+    if not value:
+        return None
+    if value.startswith("-----BEGIN"):
+        key = load_pem_private_key(value.encode(), password=None)
+    else:
+        key = Ed25519PrivateKey.from_private_bytes(base64.b64decode(value, validate=True))
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError("The audit log signing key must be an Ed25519 key.")
+    return key
+
+
+def signing_key_required():
+    key = signing_key()
+    if key is None:
+        raise SigningKeyMissing(
+            "No audit log signing key: set AUDIT_SIGNING_KEY_FILE (`python manage.py "
+            "audit_signing_key --create` writes one) or AUDIT_SIGNING_KEY."
+        )
+    return key
+
+
+def signing_key_create(path: Path) -> str:
+    """Writes a new private key (PEM, mode 0600) to `path`; returns its public key."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        NoEncryption,
+        PrivateFormat,
+    )
+
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600, exist_ok=False)
+    path.write_bytes(pem)
+    return public_b64(key.public_key())
+
+
+def public_b64(public_key) -> str:
+    return base64.b64encode(verify.public_raw(public_key)).decode()
+
+
+def public_keys() -> list[dict]:
+    """The current public key (if any) and the retired ones: what a verifier trusts."""
+    keys = []
+    current = signing_key()
+    if current is not None:
+        keys.append(_key_json(current.public_key(), "current"))
+    for text in settings.AUDIT_RETIRED_PUBLIC_KEYS:
+        keys.append(_key_json(verify.public_key_load(text), "retired"))
+    return keys
+
+
+def _key_json(public_key, status: str) -> dict:
+    return {
+        "keyId": verify.key_id(verify.public_raw(public_key)),
+        "algorithm": "Ed25519",
+        "publicKey": public_b64(public_key),
+        "status": status,
+    }
+
+
+def trusted_keys() -> dict:
+    return {k["keyId"]: verify.public_key_load(k["publicKey"]) for k in public_keys()}
+
+
+def _sign(message: bytes) -> tuple[str, str]:
+    """(key id, base64 signature) of `message` with the signing key."""
+    key = signing_key_required()
+    kid = verify.key_id(verify.public_raw(key.public_key()))
+    return kid, base64.b64encode(key.sign(message)).decode()
+
+
+# -- events as stored --------------------------------------------------------------------
+
+_COLUMNS = ("txid", "id", *(f if f != "action" else "action_id" for f in verify.EVENT_FIELDS))
+_OCCURRED = _COLUMNS.index("occurred_at")
+_IP = verify.EVENT_FIELDS.index("ip")
+
+
+def _time_column(name: str) -> str:
+    """On SQLite a time as its stored text: Django's converter would parse each into a
+    datetime only for it to be formatted again."""
+    return f"CAST({name} AS text)" if connection.vendor == "sqlite" else name
+
+
+def _select() -> str:
+    """The columns _Rows reads."""
+    columns = [_time_column(c) if c.endswith("_at") else c for c in _COLUMNS]
+    return f"SELECT {', '.join(columns)}, hash FROM {Event._meta.db_table}"
+
+
+def _light() -> str:
+    """What sealing reads of an event with a stored hash: (txid, id, occurred_at, hash);
+    on PostgreSQL occurred_at as microseconds (the leaf's), not a datetime to convert."""
+    if connection.vendor == "postgresql":
+        return "txid, id, (EXTRACT(EPOCH FROM occurred_at) * 1000000)::bigint, hash"
+    return f"txid, id, {_time_column('occurred_at')}, hash"
+
+
+def _sqlite_time(text: str) -> str:
+    """Django's SQLite text "YYYY-MM-DD HH:MM:SS[.ffffff]" (UTC) in canonical form."""
+    fraction = text[20:26].ljust(6, "0")
+    return f"{text[:10]}T{text[11:19]}.{fraction}Z"
+
+
+def _json_canonical(value) -> str:
+    if isinstance(value, str):
+        if value in ("[]", "{}"):
+            return value
+        value = json.loads(value)
+    return verify.canonical_json(value)
+
+
+@lru_cache(maxsize=16384)
+def _ip_canonical(value) -> str | None:
+    return str(ipaddress.ip_address(str(value))) if value else None
+
+
+class _Rows:
+    """Reads events as stored, with what their hashes need, per database."""
+
+    def __init__(self):
+        self.sqlite = connection.vendor == "sqlite"
+        self.action_keys = activity_keys_by_id()
+
+    def values(self, row: Sequence) -> list:
+        """The canonical EVENT_FIELDS values of a row of _select()."""
+        (_txid, _id, org, occurred, recorded, action, actor_type, actor_id, actor_name,
+         actor_email, product_id, product_kind, site_name, context, container, content,
+         details, ip, user_agent, country, region, city, message, _hash) = row  # fmt: skip
+        time = _sqlite_time if self.sqlite else verify.canonical_time
+        return [
+            org,
+            time(occurred),
+            time(recorded),
+            self.action_keys.get(action, str(action)),
+            actor_type,
+            actor_id,
+            actor_name,
+            actor_email,
+            product_id,
+            product_kind,
+            site_name,
+            _json_canonical(context),
+            _json_canonical(container),
+            content,
+            _json_canonical(details),
+            _ip_canonical(ip),
+            user_agent,
+            country,
+            region,
+            city,
+            message,
+        ]
+
+    def micros(self, occurred) -> int:
+        if isinstance(occurred, int):  # read as microseconds already (_light)
+            return occurred
+        if self.sqlite:  # naive UTC text
+            return (datetime.fromisoformat(occurred) - _EPOCH_NAIVE) // _MICROSECOND
+        return verify.time_micros(occurred)
+
+    def leaf(self, row: Sequence) -> tuple[bytes, bytes]:
+        """(leaf data from the row's fields, the hash recorded with it or b"").
+
+        On SQLite the JSON columns hold the recorder's own text, which is canonical:
+        hashed as stored first, and parsed and re-encoded only when that does not give
+        the recorded hash (an older row, or a changed one). Parsing is most of the
+        cost of verifying."""
+        recorded = bytes(row[-1] or b"")
+        digest = b""
+        if recorded and self.sqlite:
+            digest = verify.event_hash(self._stored_values(row))
+        if digest != recorded or not digest:
+            digest = verify.event_hash(self.values(row))
+        return verify.leaf_data(self.micros(row[_OCCURRED]), digest), recorded
+
+    def _stored_values(self, row: Sequence) -> list:
+        """values() of a SQLite row with its JSON as stored, in as few steps as can be:
+        the row holds EVENT_FIELDS' columns in order, between (txid, id) and the hash."""
+        values = list(row[2:-1])
+        values[1], values[2] = _sqlite_time(values[1]), _sqlite_time(values[2])
+        values[3] = self.action_keys.get(values[3], str(values[3]))
+        values[_IP] = _ip_canonical(values[_IP])
+        return values
+
+    def between(
+        self,
+        org_id: int,
+        after: Position | None,
+        upto: Position | None,
+        *,
+        limit: int = 0,
+        columns: str = "",
+    ) -> list:
+        """The organization's events past `after` up to `upto` (inclusive) in recording
+        order (the columns _Rows reads, or `columns`); on PostgreSQL only below the
+        horizon when `upto` is None."""
+        select = f"SELECT {columns} FROM {Event._meta.db_table}" if columns else _select()
+        sql, params = [f"{select} WHERE organization_id = %s"], [org_id]
+        if self.sqlite:
+            if after is not None:
+                sql.append("AND id > %s")
+                params.append(after[1])
+            if upto is not None:
+                sql.append("AND id <= %s")
+                params.append(upto[1])
+            sql.append("ORDER BY id")
+        else:
+            if after is not None:
+                sql.append("AND (txid, id) > (%s, %s)")
+                params += after
+            if upto is not None:
+                sql.append("AND (txid, id) <= (%s, %s)")
+                params += upto
+            else:
+                sql.append("AND txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+            sql.append("ORDER BY txid, id")
+        if limit:
+            sql.append(f"LIMIT {int(limit)}")
+        with connection.cursor() as cursor:
+            cursor.execute(" ".join(sql), params)
+            return cursor.fetchall()
+
+
+def _position(block: Block, which: str) -> Position:
+    return (getattr(block, f"{which}_txid") or 0, getattr(block, f"{which}_event_id"))
+
+
+# -- sealing -----------------------------------------------------------------------------
+
+
+def block_header(block: Block) -> dict:
+    """A block as audit.verify reads it (and the digests API serves it)."""
+    return {
+        "version": verify.BLOCK_VERSION,
+        "organization": block.organization_id,
+        "sequence": block.sequence,
+        "first": [block.first_txid, block.first_event_id],
+        "last": [block.last_txid, block.last_event_id],
+        "event_count": block.event_count,
+        "total_events": block.total_events,
+        "merkle_root": block.merkle_root,
+        "previous_hash": block.previous_hash,
+        "sealed_at": verify.canonical_time(block.sealed_at),
+        "key_id": block.key_id,
+        "hash": block.block_hash,
+        "signature": block.signature,
+    }
+
+
+def _lock(org_id: int) -> None:
+    """Serializes sealing per organization: PostgreSQL with an advisory lock held to the
+    end of the transaction; SQLite's transactions begin IMMEDIATE (one writer)."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_SEAL_LOCK + org_id])
+
+
+def seal_org(org_id: int, *, block_events: int | None = None) -> int:
+    """Seals everything the organization recorded so far (below the horizon) into new
+    blocks of at most AUDIT_SEAL_BLOCK_EVENTS events; returns the number of events
+    sealed. Idempotent, and serialized per organization: two sealers at once seal
+    each event once."""
+    block_events = block_events or settings.AUDIT_SEAL_BLOCK_EVENTS
+    signing_key_required()
+    rows_of = _Rows()
+    if not _anything_new(org_id, rows_of):
+        return 0
+    sealed = 0
+    while True:
+        with transaction.atomic():
+            _lock(org_id)
+            last = (
+                Block.objects.filter(organization_id=org_id)
+                .defer("leaves")
+                .order_by("-sequence")
+                .first()
+            )
+            after = _position(last, "last") if last else None
+            rows = rows_of.between(org_id, after, None, limit=block_events, columns=_light())
+            if not rows:
+                return sealed
+            _block_create(org_id, last, rows, rows_of)
+        sealed += len(rows)
+        if len(rows) < block_events:
+            return sealed
+
+
+def _anything_new(org_id: int, rows_of: _Rows) -> bool:
+    """Whether the organization has events past its last block: read without a write
+    transaction, so that the sealing loop's rounds over idle organizations take no
+    lock (on SQLite, the one writer's)."""
+    last = (
+        Block.objects.filter(organization_id=org_id)
+        .order_by("-sequence")
+        .values_list("last_txid", "last_event_id")
+        .first()
+    )
+    after = (last[0] or 0, last[1]) if last else None
+    return bool(rows_of.between(org_id, after, None, limit=1, columns="1"))
+
+
+def _unhashed(org_id: int, ids: list[int], rows_of: _Rows) -> dict[int, bytes]:
+    """{id: hash from the row} of events recorded before hashes were (see the module
+    docstring)."""
+    hashes = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ", ".join(["%s"] * len(chunk))
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"{_select()} WHERE organization_id = %s AND id IN ({marks})", [org_id, *chunk]
+            )
+            for row in cursor.fetchall():
+                hashes[row[1]] = verify.event_hash(rows_of.values(row))
+    return hashes
+
+
+def _block_create(org_id: int, last: Block | None, rows: list, rows_of: _Rows) -> Block:
+    unhashed = _unhashed(org_id, [row[1] for row in rows if row[3] is None], rows_of)
+    micros = rows_of.micros
+    leaves = [
+        verify.leaf_data(micros(occurred), bytes(digest) if digest is not None else unhashed[id_])
+        for _txid, id_, occurred, digest in rows
+    ]
+    block = Block(
+        organization_id=org_id,
+        sequence=last.sequence + 1 if last else 1,
+        first_txid=rows[0][0],
+        first_event_id=rows[0][1],
+        last_txid=rows[-1][0],
+        last_event_id=rows[-1][1],
+        event_count=len(rows),
+        total_events=(last.total_events if last else 0) + len(rows),
+        merkle_root=verify.merkle_root(leaves).hex(),
+        previous_hash=last.block_hash if last else verify.ZERO_HASH,
+        sealed_at=timezone.now(),
+        leaves=b"".join(leaves),
+    )
+    block.key_id = verify.key_id(verify.public_raw(signing_key_required().public_key()))
+    block.block_hash = verify.block_hash(block_header(block))
+    block.key_id, block.signature = _sign(bytes.fromhex(block.block_hash))
+    block.save()
+    return block
+
+
+def seal_all(*, block_events: int | None = None) -> dict[int, int]:
+    """Seals every organization that has unsealed events: {org id: events sealed}."""
+    return {
+        org_id: n
+        for org_id in Organization.objects.order_by("pk").values_list("pk", flat=True)
+        if (n := seal_org(org_id, block_events=block_events))
+    }
+
+
+# -- verification ------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    ok: bool = True
+    blocks: int = 0
+    events: int = 0
+    sealed_until: datetime | None = None
+    problem: str = ""
+    block: int | None = None  # the sequence of the first bad block
+    event: int | None = None  # the id of the first bad event, when one is named
+    retention_note: str = ""
+    events_checked: int = 0
+
+
+def _retention(org_id: int, now: datetime) -> tuple[datetime | None, str]:
+    """(the time before which a sealed event may be gone by retention, the note).
+    A mark can excuse only what the retention job could remove: nothing younger than
+    AUDIT_MIN_RETENTION_DAYS before its run, nor a run in the future."""
+    mark = (
+        RetentionMark.objects.filter(organization_id=org_id, purged_at__lte=now)
+        .order_by("-cutoff")
+        .first()
+    )
+    if mark is None:
+        return None, ""
+    cutoff = min(mark.cutoff, mark.purged_at - timedelta(days=settings.AUDIT_MIN_RETENTION_DAYS))
+    note = f"Events before {cutoff:%d %b %Y} removed by retention on {mark.purged_at:%d %b %Y}."
+    return cutoff, note
+
+
+def verify_org(
+    organization: Organization, *, since: datetime | None = None, keys: dict | None = None
+) -> Outcome:
+    """Checks the organization's chain of blocks (hashes, signatures, links) from the
+    first, and the events of every block sealed at or after `since` (all by default)
+    against their leaves. Names the first bad block and, where one is, event."""
+    keys = trusted_keys() if keys is None else keys
+    now = timezone.now()
+    cutoff, note = _retention(organization.pk, now)
+    retained_before = verify.time_micros(cutoff) if cutoff else None
+    outcome = Outcome(retention_note=note)
+    rows_of = _Rows()
+    previous: dict | None = None
+    previous_last: Position | None = None
+    blocks = Block.objects.filter(organization=organization).order_by("sequence")
+    for block in blocks.iterator(chunk_size=50):
+        header = block_header(block)
+        try:
+            verify.block_check(header, keys, previous)
+            if since is None or block.sealed_at >= since:
+                rows = rows_of.between(organization.pk, previous_last, _position(block, "last"))
+                outcome.events_checked += _events_check(block, rows, rows_of, retained_before)
+        except verify.EventError as exc:
+            return _failed(outcome, block.sequence, str(exc), exc.event_id)
+        except verify.VerifyError as exc:
+            return _failed(outcome, block.sequence, str(exc), None)
+        previous, previous_last = header, _position(block, "last")
+        outcome.blocks += 1
+        outcome.events = block.total_events
+        outcome.sealed_until = block.sealed_at
+    return outcome
+
+
+def _failed(outcome: Outcome, sequence: int, problem: str, event_id: int | None) -> Outcome:
+    outcome.ok, outcome.block, outcome.event, outcome.problem = False, sequence, event_id, problem
+    return outcome
+
+
+def _events_check(block: Block, rows: list, rows_of: _Rows, cutoff: int | None) -> int:
+    """The events stored in the block's span against its leaves (audit.verify)."""
+    leaves = verify.leaves_split(bytes(block.leaves))
+    events = ((row[1], *rows_of.leaf(row)) for row in rows)
+    return verify.block_events_check(block_header(block), leaves, events, cutoff)
+
+
+def verify_and_record(
+    organization: Organization, *, since: datetime | None = None, notify: bool = False
+) -> tuple[Outcome, IntegrityCheck]:
+    """verify_org, kept as the organization's latest check (the Integrity panel). With
+    `notify` (the daily job): recorded as an event, and a failure emailed to the admins."""
+    outcome = verify_org(organization, since=since)
+    check = IntegrityCheck.objects.create(
+        organization=organization,
+        checked_at=timezone.now(),
+        ok=outcome.ok,
+        blocks=outcome.blocks,
+        events=outcome.events,
+        sealed_until=outcome.sealed_until,
+        problem=outcome.problem,
+        retention_note=outcome.retention_note,
+    )
+    if notify:
+        _notify(organization, outcome)
+    return outcome, check
+
+
+def _notify(organization: Organization, outcome: Outcome) -> None:
+    from django.core.mail import send_mail
+
+    from orgs.models import Membership
+
+    from .services import SYSTEM, event_record
+
+    if outcome.ok:
+        if outcome.blocks:
+            event_record(
+                organization=organization,
+                action="audit_log_verified",
+                actor=SYSTEM,
+                details={"events": f"{outcome.events:,}", "blocks": f"{outcome.blocks:,}"},
+            )
+        return
+    event_record(
+        organization=organization,
+        action="audit_log_verification_failed",
+        actor=SYSTEM,
+        details={"problem": outcome.problem, "block": outcome.block, "event": outcome.event},
+    )
+    admins = Membership.objects.filter(
+        organization=organization, role=Membership.Role.ADMIN, user__is_active=True
+    ).values_list("user__email", flat=True)
+    send_mail(
+        f"Audit log integrity check failed for {organization.name}",
+        f"The daily check of {organization.name}'s audit log found it altered:\n\n"
+        f"{outcome.problem}\n\nSee the Integrity panel: "
+        f"{settings.SITE_URL}/o/{organization.pk}/audit-log/\n",
+        None,
+        list(admins),
+        fail_silently=True,
+    )
+
+
+def latest_check(organization: Organization) -> IntegrityCheck | None:
+    return IntegrityCheck.objects.filter(organization=organization).order_by("-checked_at").first()
+
+
+@dataclass
+class Status:
+    """What the Integrity panel says: state "verified", "failed" or "pending"."""
+
+    state: str
+    headline: str
+    detail: str = ""
+
+
+def _many(n: int, word: str) -> str:
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+def _utc(moment: datetime) -> str:
+    return f"{moment.astimezone(UTC):%d %b %Y, %H:%M} UTC"
+
+
+def integrity_status(organization: Organization) -> Status:
+    check = latest_check(organization)
+    last = (
+        Block.objects.filter(organization=organization)
+        .defer("leaves")
+        .order_by("-sequence")
+        .first()
+    )
+    if check is not None and not check.ok:
+        return Status(
+            "failed",
+            "Integrity check failed: the audit log was altered",
+            f"{check.problem} (checked {_utc(check.checked_at)})",
+        )
+    if check is not None and check.blocks:
+        detail = f"Checked {_utc(check.checked_at)}."
+        if last is not None and last.total_events > check.events:
+            detail += (
+                f" {_many(last.total_events - check.events, 'event')} sealed since then "
+                "will be checked at the next daily verification."
+            )
+        if check.retention_note:
+            detail += f" {check.retention_note}"
+        return Status(
+            "verified",
+            f"Sealed and verified up to {_utc(check.sealed_until)} — "
+            f"{_many(check.events, 'event')} in {_many(check.blocks, 'block')}",
+            detail,
+        )
+    if signing_key() is None:
+        return Status("pending", "Sealing is not configured", "Set AUDIT_SIGNING_KEY_FILE.")
+    if last is None:
+        return Status(
+            "pending",
+            "Nothing sealed yet",
+            "Events are sealed into signed blocks within seconds of being recorded.",
+        )
+    return Status(
+        "pending",
+        f"Sealed up to {_utc(last.sealed_at)} — {_many(last.total_events, 'event')} in "
+        f"{_many(last.sequence, 'block')}, not verified yet",
+        "The log is verified daily at 03:00 UTC (or run manage.py audit_verify).",
+    )
+
+
+# -- proofs, digests and manifests -------------------------------------------------------
+
+
+def _event_row(organization: Organization, event_id: int) -> list | None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"{_select()} WHERE organization_id = %s AND id = %s", [organization.pk, event_id]
+        )
+        return cursor.fetchone()
+
+
+def block_of(organization: Organization, position: Position) -> Block | None:
+    """The block whose span holds `position`, if it is sealed."""
+    blocks = Block.objects.filter(organization=organization)
+    if connection.vendor == "sqlite":
+        blocks = blocks.filter(last_event_id__gte=position[1])
+    else:
+        txid, event_id = position
+        blocks = blocks.filter(
+            Q(last_txid__gt=txid) | Q(last_txid=txid, last_event_id__gte=event_id)
+        )
+    return blocks.order_by("sequence").first()
+
+
+def event_proof(organization: Organization, event: Event) -> tuple[dict | None, str]:
+    """The inclusion proof of an event, or (None, why there is none)."""
+    row = _event_row(organization, event.pk)
+    block = block_of(organization, (row[0] or 0, row[1])) if row else None
+    if block is None:
+        return None, "This event is not sealed yet: sealing runs every few seconds."
+    rows_of = _Rows()
+    leaf, _recorded = rows_of.leaf(row)
+    leaves = verify.leaves_split(bytes(block.leaves))
+    places = [i for i, sealed in enumerate(leaves) if sealed == leaf]
+    if len(places) == 1:
+        index = places[0]
+    else:
+        # Identical events (same fields, same times) have identical leaves: the event's
+        # place tells them apart. None: changed, moved or inserted, and the proof pairs
+        # the event as it is now with the leaf sealed at its place, so that checking it
+        # fails and says why.
+        index = _rank(organization, block, row[1], rows_of)
+        if index >= len(leaves):
+            return None, f"This event is not one that block {block.sequence} sealed."
+    proof = {
+        "event_id": str(event.pk),
+        "event": _event_fields(rows_of.values(row)),
+        "leaf": {"event_hash": leaves[index][8:].hex(), "data": leaves[index].hex()},
+        "leaf_index": index,
+        "audit_path": [h.hex() for h in verify.audit_path(leaves, index)],
+        "block": block_header(block),
+    }
+    return proof, ""
+
+
+def _span_rows(organization: Organization, block: Block, rows_of: _Rows) -> list:
+    """The events now stored in the block's span, in recording order."""
+    before = (
+        Block.objects.filter(organization=organization, sequence=block.sequence - 1)
+        .defer("leaves")
+        .first()
+    )
+    after = _position(before, "last") if before else None
+    return rows_of.between(organization.pk, after, _position(block, "last"))
+
+
+def _rank(organization: Organization, block: Block, event_id: int, rows_of: _Rows) -> int:
+    """The place of an event among those stored in the block's span."""
+    return [row[1] for row in _span_rows(organization, block, rows_of)].index(event_id)
+
+
+def block_contents(organization: Organization, sequence: int) -> dict | None:
+    """A block, its leaves and every event now stored in its span, in recording order
+    (`python -m audit.verify block` checks it offline)."""
+    block = Block.objects.filter(organization=organization, sequence=sequence).first()
+    if block is None:
+        return None
+    rows_of = _Rows()
+    events = []
+    for row in _span_rows(organization, block, rows_of):
+        fields = _event_fields(rows_of.values(row))
+        events.append({"id": row[1], "event": fields, "hash": bytes(row[-1] or b"").hex()})
+    cutoff, _note = _retention(organization.pk, timezone.now())
+    return {
+        "block": block_header(block),
+        "leaves": [leaf.hex() for leaf in verify.leaves_split(bytes(block.leaves))],
+        "events": events,
+        "retained_before": verify.canonical_time(cutoff) if cutoff else None,
+    }
+
+
+def _event_fields(values: list) -> dict:
+    """Canonical values as an event object: JSON fields as JSON again."""
+    fields = dict(zip(verify.EVENT_FIELDS, values, strict=True))
+    for name in ("context", "container", "details"):
+        fields[name] = json.loads(fields[name])
+    return fields
+
+
+def blocks_after(organization: Organization, sequence: int, limit: int) -> list[Block]:
+    """Up to `limit` of the organization's blocks after `sequence`, in chain order."""
+    return list(
+        Block.objects.filter(organization=organization, sequence__gt=sequence)
+        .defer("leaves")
+        .order_by("sequence")[:limit]
+    )
+
+
+def blocks_for_events(organization: Organization, event_ids: Iterable[int]) -> tuple[list, int]:
+    """([{sequence, hash}] of the blocks holding the events, how many are not sealed)."""
+    ids = list(event_ids)
+    positions = []
+    for start in range(0, len(ids), 5000):
+        positions += Event.objects.filter(
+            organization=organization, pk__in=ids[start : start + 5000]
+        ).values_list("txid", "id")
+    headers = list(
+        Block.objects.filter(organization=organization)
+        .order_by("sequence")
+        .values_list("sequence", "block_hash", "last_txid", "last_event_id")
+    )
+    lasts = [(txid or 0, event_id) for _s, _h, txid, event_id in headers]
+    used, unsealed = set(), 0
+    for txid, event_id in positions:
+        at = bisect.bisect_left(lasts, (txid or 0, event_id))
+        if at < len(headers):
+            used.add(at)
+        else:
+            unsealed += 1
+    return [{"sequence": headers[i][0], "hash": headers[i][1]} for i in sorted(used)], unsealed
+
+
+def manifest_make(
+    *,
+    organization: Organization,
+    file_name: str,
+    sha256: str,
+    rows: int,
+    filters: dict,
+    exported_at: datetime,
+    event_ids: Iterable[int],
+) -> dict:
+    """The signed manifest of an export file (checked by `python -m audit.verify export`)."""
+    blocks, unsealed = blocks_for_events(organization, event_ids)
+    manifest = {
+        "version": verify.MANIFEST_VERSION,
+        "organization": organization.pk,
+        "file": file_name,
+        "sha256": sha256,
+        "rows": rows,
+        "filters": filters,
+        "exported_at": verify.canonical_time(exported_at),
+        "blocks": blocks,
+        "unsealed_events": unsealed,
+    }
+    key = signing_key_required()
+    manifest["key_id"] = verify.key_id(verify.public_raw(key.public_key()))
+    manifest["signature"] = base64.b64encode(key.sign(verify.manifest_body(manifest))).decode()
+    return manifest
