@@ -3,7 +3,7 @@
 `Authorization: Bearer <ingest key>` (orgs.services.ingest_key_authenticate): the key's
 product and that product's organization are where every event goes, whatever the body
 says. Each event is checked on its own (one bad event does not refuse the others) and
-recorded through the one recording service (audit.services.event_record_batch), once:
+recorded through the one recording service (audit.services.event_batch_prepare), once:
 the product's id for the event is the idempotency key (audit.models.IngestedEvent).
 """
 
@@ -32,7 +32,7 @@ from .api import ERRORS, ApiError, ApiKeyAuth, Errors, api, json_response, rate_
 from .catalogue import ACTION_BY_KEY
 from .models import Event, IngestedEvent
 from .retention import retention_days
-from .services import Actor, EventSpec, Location, client_ip, event_record_batch, ip_valid
+from .services import Actor, EventSpec, Location, client_ip, event_batch_prepare, ip_valid
 
 EVENTS_MAX = 1000
 FUTURE_LEEWAY = timedelta(minutes=5)
@@ -287,22 +287,29 @@ def _claim(product: Product, external_ids: list[str]) -> set[str]:
 
 def _record(organization: Organization, product: Product, pending: list) -> dict[str, dict]:
     """Records the events of `pending` ([(external id, spec)], ids distinct) not recorded
-    before; the result of each id. One transaction: an idempotency row never outlives a
-    failure to record its event, and an event refused by the plan keeps no row."""
+    before; the result of each id. The events are built first, outside the transaction,
+    so that the write lock (SQLite's one writer) is held only for the claims and the
+    INSERTs. One transaction: an idempotency row never outlives a failure to record its
+    event, and an event the plan refuses takes no row."""
     table = IngestedEvent._meta.db_table
+    prepared = event_batch_prepare(organization=organization, specs=[s for _, s in pending])
+    wanted = [(e, index) for index, (e, _) in enumerate(pending) if not prepared.refusal(index)]
     with transaction.atomic():
-        new = _claim(product, [external_id for external_id, _ in pending])
+        new = _claim(product, [e for e, _ in wanted]) if wanted else set()
         earlier = IngestedEvent.objects.filter(
             product=product, external_id__in=[e for e, _ in pending if e not in new]
         ).values_list("external_id", "event_id")
         results = {e: {"id": e, "status": "duplicate", "eventId": str(i)} for e, i in earlier}
-        fresh = [(external_id, spec) for external_id, spec in pending if external_id in new]
-        batch = event_record_batch(organization=organization, specs=[s for _, s in fresh])
-        refused = {fresh[index][0]: reason for index, reason in batch.skipped}
-        for external_id, reason in refused.items():
-            results[external_id] = {"id": external_id, "status": "not_recorded", "reason": reason}
+        for index, (external_id, _) in enumerate(pending):
+            if external_id not in results and (reason := prepared.refusal(index)):
+                results[external_id] = {
+                    "id": external_id,
+                    "status": "not_recorded",
+                    "reason": reason,
+                }
+        fresh = [(e, index) for e, index in wanted if e in new]
         recorded = list(
-            zip([e for e, _ in fresh if e not in refused], batch.event_ids, strict=True)
+            zip([e for e, _ in fresh], prepared.save([i for _, i in fresh]), strict=True)
         )
         for external_id, event_id in recorded:
             results[external_id] = {
@@ -310,8 +317,6 @@ def _record(organization: Organization, product: Product, pending: list) -> dict
                 "status": "recorded",
                 "eventId": str(event_id),
             }
-        if refused:
-            IngestedEvent.objects.filter(product=product, external_id__in=list(refused)).delete()
         if recorded:  # one UPDATE ... FROM (VALUES ...), not one statement per event
             values = ", ".join(["(%s, CAST(%s AS BIGINT))"] * len(recorded))
             with connection.cursor() as cursor:

@@ -497,6 +497,29 @@ def record_specs(
     return event_ids, skipped
 
 
+class Prepared:
+    """Events built before any transaction (rules applied, rows, terms and hashes
+    ready); `save(indexes)` then writes the chosen ones inside the caller's transaction.
+    For a caller that learns which to write only once it holds the write lock (ingest's
+    once-only claims): the building, most of the work, is not done under the lock,
+    which on SQLite is the one writer's."""
+
+    def __init__(self, organization: Organization, specs: Iterable["EventSpec"]):
+        self._recorder = Recorder(organization)
+        self.built = [self._recorder.build(spec) for spec in specs]
+
+    def refusal(self, index: int) -> str:
+        """Why the plan does not record the `index`th event, or ""."""
+        built = self.built[index]
+        return built if isinstance(built, str) else ""
+
+    def save(self, indexes: Sequence[int]) -> list[int]:
+        """Writes the events at `indexes` (none refused); their ids, in that order.
+        Must run inside transaction.atomic()."""
+        rows = [self.built[index] for index in indexes]
+        return self._recorder.save(rows) if rows else []
+
+
 # SQL.
 
 _PLACEHOLDER = "(" + ", ".join(["%s"] * len(EVENT_COLUMNS)) + ")"

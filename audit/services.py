@@ -20,6 +20,7 @@ from orgs.models import Organization, Plan, Product, Site, User
 
 from .models import ActivitySetting, Event
 from .recording import (  # noqa: F401 - public names callers import from here
+    Prepared,
     Recorder,
     activity_cache_clear,
     activity_for_key,
@@ -159,6 +160,12 @@ def event_record(
     event = Event(id=event_id, **recorder.row(built))
     event._state.adding = False
     return RecordResult(event)
+
+
+def event_batch_prepare(*, organization: Organization, specs: Iterable[EventSpec]) -> Prepared:
+    """Many activities of one organization built under the same rules as event_record,
+    to be written (Prepared.save) inside the caller's transaction."""
+    return Prepared(organization, specs)
 
 
 def event_record_batch(*, organization: Organization, specs: Iterable[EventSpec]) -> BatchResult:
