@@ -4,11 +4,14 @@ an outsider and another org; staff; sites and products."""
 import email
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from email.policy import default as default_policy
 from ipaddress import ip_address
@@ -279,3 +282,54 @@ class GuardEditor:
     def execute(sql, params=None):
         with connection.cursor() as cursor:
             cursor.execute(sql)
+
+
+# A real worker: `manage.py qcluster` on the test database.
+
+
+@contextmanager
+def qcluster_running(tmp_path: Path, **env_extra: str) -> Iterator[tuple[subprocess.Popen, object]]:
+    """A real `manage.py qcluster` against the test database, with `env_extra` over the
+    environment; yields (process, its log file). Stopped by SIGTERM to its main PID
+    only: signalling its whole process group hangs qcluster."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "Q_SYNC": "false",
+        "LOG_LEVEL": "WARNING",
+        **env_extra,
+    }
+    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+    log = open(tmp_path / "qcluster.log", "w+b")  # noqa: SIM115 - closed below
+    worker = subprocess.Popen(
+        [sys.executable, "manage.py", "qcluster"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        yield worker, log
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+        log.close()
+
+
+def worker_wait_for(predicate, worker, log, *, what: str, timeout: float) -> None:
+    """Waits until `predicate()` is true; fails with the worker's log if `timeout`
+    seconds pass or the worker exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if worker.poll() is not None:
+            break
+        time.sleep(0.1)
+    log.seek(0)
+    pytest.fail(f"the worker did not {what}:\n" + log.read().decode()[-3000:])

@@ -4,12 +4,7 @@ builds the file against the test database and mails a real SMTP server (aiosmtpd
 
 import os
 import re
-import signal
-import subprocess
-import sys
-import time
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from django.urls import reverse
@@ -19,11 +14,10 @@ from django_q.conf import Conf
 
 from audit.models import Event
 from exports.models import ExportRequest
-from tests.conftest import database_url
 
+from ..conftest import qcluster_running, worker_wait_for
 from .conftest import full_spec, parse_csv, record_many
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.django_db(transaction=True, serialized_rollback=True),
@@ -61,50 +55,21 @@ def qcluster(request, smtp_inbox, tmp_path, settings, monkeypatch):
     settings.PRIVATE_STORAGE_DIR = tmp_path / "private"
     monkeypatch.setattr(Conf, "SYNC", False)  # this process enqueues; the worker runs
     broker = redis_broker(monkeypatch) if request.param == "redis" else {}
-    env = {
+    with qcluster_running(
+        tmp_path,
+        Q_WORKERS="1",
+        EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend",
+        EMAIL_HOST="127.0.0.1",
+        EMAIL_PORT=str(port),
+        SITE_URL=settings.SITE_URL,
+        PRIVATE_STORAGE_DIR=str(settings.PRIVATE_STORAGE_DIR),
         **broker,
-        **os.environ,
-        "DATABASE_URL": database_url(),
-        "Q_SYNC": "false",
-        "Q_WORKERS": "1",
-        "EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend",
-        "EMAIL_HOST": "127.0.0.1",
-        "EMAIL_PORT": str(port),
-        "SITE_URL": settings.SITE_URL,
-        "PRIVATE_STORAGE_DIR": str(settings.PRIVATE_STORAGE_DIR),
-        "LOG_LEVEL": "WARNING",
-    }
-    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-    log = open(tmp_path / "qcluster.log", "w+b")  # noqa: SIM115 - closed below
-    worker = subprocess.Popen(
-        [sys.executable, "manage.py", "qcluster"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    yield worker, log
-    # SIGTERM to the main PID only: signalling its whole group hangs qcluster.
-    worker.send_signal(signal.SIGTERM)
-    try:
-        worker.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        worker.kill()
-        worker.wait()
-    log.close()
+    ) as running:
+        yield running
 
 
 def wait_for(predicate, worker, log, timeout: float = 90.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        if worker.poll() is not None:
-            break
-        time.sleep(0.2)
-    log.seek(0)
-    pytest.fail("the worker did not finish the export:\n" + log.read().decode()[-3000:])
+    worker_wait_for(predicate, worker, log, what="finish the export", timeout=timeout)
 
 
 @pytest.mark.parametrize("qcluster", ["orm", "redis"], indirect=True)
