@@ -151,17 +151,19 @@ def _try_until(take, wait: float) -> bool:
 
 
 def audit_log_seal_loop(chained: bool = False) -> dict:
-    """Seals every organization's new events every AUDIT_SEAL_INTERVAL seconds, for most
-    of the worker's timeout, then queues its successor (which takes over the lock): one
-    loop runs at a time, in one worker. django-q2's scheduler fires at most every 30
-    seconds, too seldom for sealing within seconds; its schedule (every minute) only
-    restarts the loop if it died, and otherwise finds the lock taken and returns."""
+    """Seals every organization's new events every AUDIT_SEAL_INTERVAL seconds for
+    AUDIT_SEAL_LOOP_SECONDS (at most 80% of the worker's timeout), then queues its
+    successor (which takes over the lock): one loop runs at a time, in one worker.
+    django-q2's scheduler fires at most every 30 seconds, too seldom for sealing within
+    seconds; its schedule (every minute) only restarts the loop if it died, and
+    otherwise finds the lock taken and returns."""
     from django_q.tasks import async_task
 
     from .integrity import SigningKeyMissing, seal_all
 
     sync = settings.Q_CLUSTER.get("sync")  # tasks run in the caller: one round only
-    budget = 0 if sync else settings.Q_CLUSTER.get("timeout", 300) * 0.8
+    timeout = settings.Q_CLUSTER.get("timeout", 300)
+    budget = 0 if sync else min(settings.AUDIT_SEAL_LOOP_SECONDS, timeout * 0.8)
     sealed = rounds = 0
     with _sealer_lock(wait=10 if chained else 0) as held:
         if not held:

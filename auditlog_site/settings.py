@@ -287,8 +287,11 @@ if TESTING and not AUDIT_SIGNING_KEY:
     # A key of the test process's own, never written anywhere.
     AUDIT_SIGNING_KEY = base64.b64encode(os.urandom(32)).decode()
 # Sealing: a worker seals every organization's new events every AUDIT_SEAL_INTERVAL
-# seconds, in blocks of at most AUDIT_SEAL_BLOCK_EVENTS events.
+# seconds, in blocks of at most AUDIT_SEAL_BLOCK_EVENTS events, for
+# AUDIT_SEAL_LOOP_SECONDS, then hands over to a fresh task. A stopping worker waits for
+# the loop's turn to end, so this bounds how long stopping takes.
 AUDIT_SEAL_INTERVAL = float(os.getenv("AUDIT_SEAL_INTERVAL", "2"))
+AUDIT_SEAL_LOOP_SECONDS = envint("AUDIT_SEAL_LOOP_SECONDS", 55)
 AUDIT_SEAL_BLOCK_EVENTS = envint("AUDIT_SEAL_BLOCK_EVENTS", 4096)
 # PostgreSQL: the role the web and worker processes connect as (README, "Database
 # roles"); migrations, run as the tables' owner, grant it only what it needs.

@@ -297,6 +297,9 @@ def qcluster_running(tmp_path: Path, **env_extra: str) -> Iterator[tuple[subproc
         "DATABASE_URL": database_url(),
         "Q_SYNC": "false",
         "LOG_LEVEL": "WARNING",
+        # Stopping waits for the long-running loops (sealing, streams) to end their turn.
+        "AUDIT_SEAL_LOOP_SECONDS": "3",
+        "STREAM_LOOP_SECONDS": "5",
         **env_extra,
     }
     env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)

@@ -71,6 +71,9 @@ def site_env(tmp_path):
         "Q_WORKERS": "1",
         "LOG_LEVEL": "WARNING",
         "PYTHONUNBUFFERED": "1",
+        # Stopping waits for the worker's long-running loops to end their turn.
+        "AUDIT_SEAL_LOOP_SECONDS": "3",
+        "STREAM_LOOP_SECONDS": "3",
     }
     env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
     subprocess.run(

@@ -26,7 +26,6 @@ def qcluster(tmp_path, monkeypatch):
         tmp_path,
         Q_WORKERS="2",
         STREAM_ALLOW_PRIVATE_HOSTS="true",
-        STREAM_LOOP_SECONDS="20",
     ) as running:
         yield running
 
