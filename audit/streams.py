@@ -22,8 +22,10 @@ a worker died, and creating or resuming a stream starts one at once."""
 
 import json
 import logging
+import os
 import random
 import secrets
+import socket
 import time
 import uuid
 from collections.abc import Iterable
@@ -571,6 +573,12 @@ def _burst_thread(stream_id: int, token: str) -> str:
         connections.close_all()  # this thread's connections only
 
 
+def lease_token() -> str:
+    """A delivery loop's name on the streams it holds (Stream.lease_owner): host, pid and
+    a random part, so whoever looks (the admin, a test) can tell which worker holds it."""
+    return f"{socket.gethostname()[:24]}:{os.getpid()}:{uuid.uuid4().hex[:16]}"
+
+
 def streams_deliver_loop(
     *, seconds: float | None = None, poll: float | None = None
 ) -> dict[str, int | bool]:
@@ -579,7 +587,7 @@ def streams_deliver_loop(
     follow (no other loop holds a stream)."""
     seconds = settings.STREAM_LOOP_SECONDS if seconds is None else seconds
     poll = settings.STREAM_POLL if poll is None else poll
-    token, rounds = uuid.uuid4().hex, 0
+    token, rounds = lease_token(), 0
     deadline = time.monotonic() + seconds
     running: dict[int, Future] = {}
     with ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="stream") as pool:

@@ -324,6 +324,28 @@ def qcluster_running(tmp_path: Path, **env_extra: str) -> Iterator[tuple[subproc
         log.close()
 
 
+def redis_broker(monkeypatch, url: str) -> dict:
+    """Redis at `url` as the django-q2 broker of this process's enqueues, its queue (a
+    list named after the cluster) emptied; returns the worker's environment for it
+    (Q_REDIS_URL). Skips without a Redis server, fails in CI (REQUIRE_REDIS)."""
+    from django_q.brokers import get_broker
+    from django_q.conf import Conf
+
+    redis = pytest.importorskip("redis", reason="the redis extra is not installed")
+    try:
+        connection = redis.Redis.from_url(url, socket_connect_timeout=1)
+        connection.delete(Conf.CLUSTER_NAME)
+    except redis.RedisError:
+        if os.getenv("REQUIRE_REDIS"):  # CI (.ci/run): a missing server is a failure
+            raise
+        pytest.skip(f"no Redis server at {url}")
+    monkeypatch.setattr(Conf, "ORM", None)
+    monkeypatch.setattr(Conf, "REDIS", url)
+    # This process's tasks go to Redis only: a worker not reading it never sees them.
+    assert type(get_broker()).__name__ == "Redis"
+    return {"Q_REDIS_URL": url}
+
+
 def worker_wait_for(predicate, worker, log, *, what: str, timeout: float) -> None:
     """Waits until `predicate()` is true; fails with the worker's log if `timeout`
     seconds pass or the worker exits first."""

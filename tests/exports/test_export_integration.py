@@ -9,13 +9,12 @@ from datetime import timedelta
 import pytest
 from django.urls import reverse
 from django.utils import timezone
-from django_q.brokers import get_broker
 from django_q.conf import Conf
 
 from audit.models import Event
 from exports.models import ExportRequest
 
-from ..conftest import qcluster_running, worker_wait_for
+from ..conftest import qcluster_running, redis_broker, worker_wait_for
 from .conftest import full_spec, parse_csv, record_many
 
 pytestmark = [
@@ -24,26 +23,8 @@ pytestmark = [
 ]
 
 
-# The Redis broker's database here; the queue (a list named after the cluster) is
-# emptied before each test.
+# The Redis broker's database here; the queue is emptied before each test.
 QUEUE_REDIS_URL = os.getenv("TEST_Q_REDIS_URL", "redis://127.0.0.1:6379/7")
-
-
-def redis_broker(monkeypatch) -> dict:
-    """Q_REDIS_URL for the worker, the same broker for this process's enqueues."""
-    redis = pytest.importorskip("redis", reason="the redis extra is not installed")
-    try:
-        connection = redis.Redis.from_url(QUEUE_REDIS_URL, socket_connect_timeout=1)
-        connection.delete(Conf.CLUSTER_NAME)
-    except redis.RedisError:
-        if os.getenv("REQUIRE_REDIS"):  # CI (.ci/run): a missing server is a failure
-            raise
-        pytest.skip(f"no Redis server at {QUEUE_REDIS_URL}")
-    monkeypatch.setattr(Conf, "ORM", None)
-    monkeypatch.setattr(Conf, "REDIS", QUEUE_REDIS_URL)
-    # This process's tasks go to Redis only: a worker not reading it never sees them.
-    assert type(get_broker()).__name__ == "Redis"
-    return {"Q_REDIS_URL": QUEUE_REDIS_URL}
 
 
 @pytest.fixture(params=["orm"])
@@ -54,7 +35,7 @@ def qcluster(request, smtp_inbox, tmp_path, settings, monkeypatch):
     settings.SITE_URL = "http://testserver"
     settings.PRIVATE_STORAGE_DIR = tmp_path / "private"
     monkeypatch.setattr(Conf, "SYNC", False)  # this process enqueues; the worker runs
-    broker = redis_broker(monkeypatch) if request.param == "redis" else {}
+    broker = redis_broker(monkeypatch, QUEUE_REDIS_URL) if request.param == "redis" else {}
     with qcluster_running(
         tmp_path,
         Q_WORKERS="1",

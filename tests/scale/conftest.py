@@ -1,0 +1,3 @@
+"""The streams tests' receiver: a real HTTP server in the test process."""
+
+from ..streams.conftest import receiver  # noqa: F401 - a fixture
