@@ -539,6 +539,36 @@ def exports_lost_requeue(now: datetime | None = None) -> int:
     return requeued
 
 
+def exports_abandoned_requeue(now: datetime | None = None) -> int:
+    """On a broker that forgets a task once a worker has taken it (Redis), puts back on
+    the queue the running exports whose builder died: their lease lapsed and was not
+    renewed, and no enqueue of theirs is younger than a lease. The next builder takes
+    the lapsed lease over (export_claim). At most Q_CLUSTER["max_attempts"] times in
+    all; exports_stalled_fail ends the rest. The ORM broker needs none of this: it
+    hands an unacknowledged task out again after Q_RETRY. Returns how many it put back."""
+    if Conf.SYNC or Conf.ORM:
+        return 0
+    now = now or timezone.now()
+    budget = max(settings.Q_CLUSTER.get("max_attempts") or 1, 1)
+    lease = timedelta(seconds=settings.EXPORT_LEASE)
+    abandoned = Q(
+        status=ExportRequest.Status.RUNNING,
+        lease_expires_at__lte=now,
+        enqueued_at__lt=now - lease,
+    )
+    requeued = 0
+    for export_id, requeues in list(
+        ExportRequest.objects.filter(abandoned).values_list("pk", "requeues")
+    ):
+        if requeues < budget and ExportRequest.objects.filter(
+            abandoned, pk=export_id, requeues=requeues
+        ).update(requeues=F("requeues") + 1, enqueued_at=now):
+            log.warning("Export %s lost its builder; enqueued it again", export_id)
+            _enqueue(export_id)
+            requeued += 1
+    return requeued
+
+
 def exports_stalled_fail(now: datetime | None = None) -> int:
     """Marks failed, and tells the requester about, exports still running long after
     every retry django-q2 would make has timed out (a worker killed on each try) and

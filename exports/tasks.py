@@ -4,6 +4,7 @@ from .services import (
     export_emails_retry,
     export_file_build,
     export_files_purge_expired,
+    exports_abandoned_requeue,
     exports_lost_requeue,
     exports_stalled_fail,
 )
@@ -21,9 +22,11 @@ def export_files_purge() -> int:
 
 def exports_stalled() -> dict[str, int]:
     """Run every 5 minutes by the schedule the exports migrations create: re-enqueue
-    lost tasks, fail exports whose worker died on every try, retry unsent emails."""
+    lost tasks and (on Redis) the builds of dead workers, fail exports whose worker died
+    on every try, retry unsent emails."""
     return {
         "requeued": exports_lost_requeue(),
+        "rebuilt": exports_abandoned_requeue(),
         "failed": exports_stalled_fail(),
         "emails": export_emails_retry(),
     }

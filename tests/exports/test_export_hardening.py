@@ -23,10 +23,11 @@ from exports.services import (
     manifest_path,
 )
 from exports.tasks import exports_stalled
-from tests.conftest import free_port, in_threads, make_user
+from tests.conftest import free_port, in_threads, make_user, redis_broker
 
 from .conftest import record_many, spec
 from .test_export_build import WorkerDied, export_for
+from .test_export_integration import QUEUE_REDIS_URL
 
 LEASE = 60
 
@@ -187,6 +188,37 @@ def settings_max_attempts() -> int:
     from django.conf import settings
 
     return settings.Q_CLUSTER["max_attempts"]
+
+
+def test_on_redis_a_running_export_whose_builder_died_is_built_again(
+    org, admin, clock, monkeypatch
+):
+    """Redis forgets a task once a worker has taken it: a build whose worker was killed
+    is put back on the queue once its lease has lapsed, and the next worker builds it."""
+    from django_q.brokers import get_broker
+    from django_q.signing import SignedPackage
+
+    from exports.tasks import export_build
+
+    monkeypatch.setattr(Conf, "SYNC", False)
+    redis_broker(monkeypatch, QUEUE_REDIS_URL)
+    record_many(org, [spec(ago=timedelta(minutes=1))])
+    export = export_for(org, admin)  # its task (on commit) was taken by the worker ...
+    assert export_claim(export_id=export.pk)  # ... which claimed it, then died
+    clock.advance(seconds=LEASE - 1)
+    assert exports_stalled()["rebuilt"] == 0  # its lease may still be renewed
+    clock.advance(seconds=2)
+    assert exports_stalled()["rebuilt"] == 1
+    assert exports_stalled()["rebuilt"] == 0  # not again while that one waits
+    queue = get_broker()
+    ((ack, raw),) = queue.dequeue()
+    task = SignedPackage.loads(raw)
+    assert task["name"] == f"export-{export.pk}"
+    assert export_build(*task["args"]) == "ready"  # what the next worker runs
+    export.refresh_from_db()
+    assert export.row_count == 1 and export.attempts == 2 and export.requeues == 1
+    assert [m.subject for m in mail.outbox] == ["Your audit log is ready to download"]
+    assert exports_stalled() == {"requeued": 0, "rebuilt": 0, "failed": 0, "emails": 0}
 
 
 # 3. The email is marked sent only once it has been sent.
