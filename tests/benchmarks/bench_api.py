@@ -67,7 +67,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def gunicorn_start(database_url: str, port: int, **env_extra: str) -> subprocess.Popen:
+def gunicorn_start(
+    database_url: str, port: int, workers: int = 2, **env_extra: str
+) -> subprocess.Popen:
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
@@ -86,7 +88,7 @@ def gunicorn_start(database_url: str, port: int, **env_extra: str) -> subprocess
             "--bind",
             f"127.0.0.1:{port}",
             "--workers",
-            "2",
+            str(workers),
             "--log-level",
             "warning",
         ],

@@ -27,6 +27,7 @@ import http.client
 import json
 import os
 import random
+import resource
 import signal
 import statistics
 import sys
@@ -114,6 +115,25 @@ class Client(threading.Thread):
                 self.visible.append(self.check(last) - answered)
 
 
+def cpu_seconds(command_prefix: str) -> float:
+    """CPU time (user + system) so far of this machine's processes whose name starts
+    with `command_prefix` (e.g. "postgres"): the database server's share of the run."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)
+        except OSError:
+            continue
+        if fields[0].split("(", 1)[1].startswith(command_prefix):
+            parts = fields[1].split()
+            total += int(parts[11]) + int(parts[12])  # utime, stime
+    return total / tick
+
+
 def visibility_check(port: int, org_id: int, api_secret: str, cookie: str):
     """A function: polls the API and the event's page until both answer 200 for an event
     id; the time when they did."""
@@ -187,15 +207,19 @@ def main() -> None:
         clients = [
             Client(port, secrets, bodies[n :: args.clients], check) for n in range(args.clients)
         ]
+        own_cpu, db_cpu = time.process_time(), cpu_seconds("postgres")
         started = time.perf_counter()
         for client in clients:
             client.start()
         for client in clients:
             client.join()
         elapsed = time.perf_counter() - started
+        own_cpu, db_cpu = time.process_time() - own_cpu, cpu_seconds("postgres") - db_cpu
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(30)
+    web_cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
+    web_cpu = web_cpu.ru_utime + web_cpu.ru_stime  # gunicorn's master and workers
     failures = [f for c in clients for f in c.failures]
     recorded = sum(c.recorded for c in clients)
     timings = sorted(t for c in clients for t in c.timings)
@@ -214,6 +238,12 @@ def main() -> None:
         f"visible after 2xx   median {statistics.median(visible) * 1000:.0f} ms, "
         f"max {visible[-1] * 1000:.0f} ms over {len(visible)} batches"
         f"   {'ok' if visible[-1] < 1 else '<-- over 1 s'}"
+    )
+    per = 1000 / max(recorded, 1)
+    print(
+        f"CPU per 1,000 events: web {web_cpu * per * 1000:.0f} ms, database server "
+        f"{db_cpu * per * 1000:.0f} ms, clients (this process) {own_cpu * per * 1000:.0f} ms; "
+        f"{(web_cpu + db_cpu + own_cpu) / elapsed:.2f} of {os.cpu_count()} cores busy"
     )
     print(run_header(args.database_url, "(after)"))
 

@@ -1,0 +1,372 @@
+"""Scale benchmark (issue 16): PostgreSQL with 20M events (10M in Acme Corporation, 10M
+across 1,000 other organizations), gunicorn with 4 workers and 2 qcluster clusters, as
+a deployment runs them; over real HTTP.
+
+    .venv/bin/python tests/benchmarks/bench_scale.py --database-url \\
+        postgres://auditlog@127.0.0.1:5432/bench_scale                 # seeds 20M first
+    .venv/bin/python tests/benchmarks/bench_scale.py --database-url ... --reuse
+    .venv/bin/python tests/benchmarks/bench_scale.py --database-url ... \\
+        --events 200000 --orgs 20                                      # small, while iterating
+
+Seeds with `manage.py seed_demo --events N --orgs M` (COPY; timed) unless --reuse,
+then measures:
+
+  single client      median / p95 of 30 requests each, signed in as the demo admin:
+                     audit page (plain, exact term, one activity, 90-day range, 20th
+                     page), API events page (100 events), API event detail
+  mixed load         wrk, `--connections` (32) for `--duration` (60) s over those
+                     requests, while one more client ingests `--ingest-rate` (2,000)
+                     events/s in batches of 1,000: requests/s, p50 / p99, errors, and
+                     whether the ingest kept up
+  export             a 10,000-row CSV export filtered by an exact term (the busiest
+                     actor's email), built as the worker builds it
+
+Targets (scale issue): single client median <= 50 ms and p95 <= 100 ms; under load 0
+errors, p99 <= 300 ms, the ingest keeps up; export <= 2 s. The database named by
+--database-url (bench*) is deleted and recreated unless --reuse.
+"""
+
+import argparse
+import base64
+import http.client
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlencode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_api import free_port, gunicorn_start  # noqa: E402
+from bench_audit_page import older_link  # noqa: E402
+from bench_ingest import cpu_seconds, signed_in_cookie  # noqa: E402
+from bench_record import ROOT, database_reset, django_setup, run_header  # noqa: E402
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--database-url", required=True, help="postgres://.../bench_scale")
+    parser.add_argument("--events", type=int, default=10_000_000, help="in Acme (10M)")
+    parser.add_argument("--orgs", type=int, default=1000, help="other organizations (1,000)")
+    parser.add_argument("--reuse", action="store_true", help="keep the seeded database")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--duration", type=int, default=60, help="seconds of mixed load")
+    parser.add_argument("--ingest-rate", type=int, default=2000, help="events/s under load")
+    parser.add_argument("--requests", type=int, default=30, help="per single-client case")
+    return parser.parse_args()
+
+
+def manage(url: str, *args: str, **env: str) -> None:
+    subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": url, "LOG_LEVEL": "WARNING", **env},
+        check=True,
+    )
+
+
+def seed(args) -> None:
+    database_reset(args.database_url)
+    manage(args.database_url, "migrate", "--noinput", "-v", "0")
+    started = time.perf_counter()
+    manage(args.database_url, "seed_demo", "--events", str(args.events), "--orgs", str(args.orgs))
+    print(
+        f"seed_demo --events {args.events:,} --orgs {args.orgs:,}: "
+        f"{time.perf_counter() - started:.0f} s",
+        flush=True,
+    )
+
+
+class Http:
+    """One kept-alive connection; GETs that must answer 200."""
+
+    def __init__(self, port: int, headers: dict):
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        self.headers = {"Host": "127.0.0.1", **headers}
+
+    def get(self, path: str) -> bytes:
+        self.conn.request("GET", path, headers=self.headers)
+        response = self.conn.getresponse()
+        body = response.read()
+        if response.status != 200:
+            raise SystemExit(f"{path}: {response.status} {body[:300]!r}")
+        return body
+
+
+def timed(client: Http, path: str, requests: int) -> tuple[float, float]:
+    for _ in range(3):
+        client.get(path)
+    timings = []
+    for _ in range(requests):
+        started = time.perf_counter()
+        client.get(path)
+        timings.append(time.perf_counter() - started)
+    timings.sort()
+    return statistics.median(timings), timings[max(int(len(timings) * 0.95) - 1, 0)]
+
+
+def older(page: Http, base: str, times: int) -> str:
+    """The page reached from `base` by following its Older link `times` times."""
+    path = base
+    for _ in range(times):
+        query = older_link(page.get(path).decode())
+        if query is None:
+            raise SystemExit("no Older link on the audit page")
+        path = f"{base}?{query}"
+    return path
+
+
+def cases(port: int, org_id: int, cookie: str, api_secret: str, term: str, event_id: int):
+    page = Http(port, {"Cookie": cookie})
+    api = Http(port, {"Authorization": f"Bearer {api_secret}"})
+    base, rest = f"/o/{org_id}/audit-log/", f"/admin/v1/orgs/{org_id}"
+    twentieth = older(page, base, 19)
+    pages = [
+        ("audit page", base),
+        ("exact term", f"{base}?{urlencode({'q': term})}"),
+        ("one activity", f"{base}?action=group_member_added"),
+        ("90-day range", f"{base}?range=90d"),
+        ("20th page", twentieth),
+    ]
+    apis = [
+        ("API events page", f"{rest}/events?limit=100"),
+        ("API event detail", f"{rest}/events/{event_id}"),
+    ]
+    return page, api, pages, apis
+
+
+def single_client(page: Http, api: Http, pages, apis, requests: int) -> None:
+    print(f"single client, {requests} requests each (median / p95):")
+    for client, group in ((page, pages), (api, apis)):
+        for label, path in group:
+            median, p95 = timed(client, path, requests)
+            ok = median <= 0.05 and p95 <= 0.1
+            print(
+                f"  {label:18} {median * 1000:6.1f} / {p95 * 1000:6.1f} ms"
+                f"   {'ok' if ok else '<-- over 50 / 100 ms'}",
+                flush=True,
+            )
+
+
+class Ingest(threading.Thread):
+    """Posts batches of 1,000 events at `rate` events/s until stopped."""
+
+    def __init__(self, port: int, secret: str, rate: int, bodies: list[bytes]):
+        super().__init__(daemon=True)
+        self.port, self.secret, self.rate, self.bodies = port, secret, rate, bodies
+        self.stop, self.sent, self.timings, self.failures = threading.Event(), 0, [], 0
+
+    def run(self) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        headers = {
+            "Authorization": f"Bearer {self.secret}",
+            "Content-Type": "application/json",
+            "Host": "127.0.0.1",
+        }
+        started, n = time.perf_counter(), 0
+        while not self.stop.is_set():
+            due = started + n * 1000 / self.rate
+            if (wait := due - time.perf_counter()) > 0:
+                self.stop.wait(wait)
+                continue
+            sent = time.perf_counter()
+            conn.request(
+                "POST", "/ingest/v1/events", body=self.bodies[n % len(self.bodies)], headers=headers
+            )
+            response = conn.getresponse()
+            response.read()
+            self.timings.append(time.perf_counter() - sent)
+            if response.status == 200:
+                self.sent += 1000
+            else:
+                self.failures += 1
+            n += 1
+        self.elapsed = time.perf_counter() - started
+
+
+def wrk_script(pages, apis, cookie: str, api_secret: str) -> str:
+    """A wrk Lua script that cycles through the cases, each with its own header."""
+    rows = [(path, "Cookie", cookie) for _, path in pages]
+    rows += [(path, "Authorization", f"Bearer {api_secret}") for _, path in apis]
+    lua = ",\n".join(f"  {{{json.dumps(p)}, {json.dumps(h)}, {json.dumps(v)}}}" for p, h, v in rows)
+    return f"""local cases = {{
+{lua}
+}}
+local n = 0
+request = function()
+  n = n + 1
+  local c = cases[(n % #cases) + 1]
+  local headers = {{}}
+  headers[c[2]] = c[3]
+  headers["Host"] = "127.0.0.1"
+  return wrk.format("GET", c[1], headers)
+end
+"""
+
+
+def mixed_load(args, port, pages, apis, cookie, api_secret, ingest: Ingest) -> None:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(wrk_script(pages, apis, cookie, api_secret))
+    db_cpu = cpu_seconds("postgres")
+    ingest.start()
+    done = subprocess.run(
+        [
+            "wrk",
+            "-t",
+            "2",
+            "-c",
+            str(args.connections),
+            "-d",
+            f"{args.duration}s",
+            "--timeout",
+            "10s",
+            "--latency",
+            "-s",
+            script.name,
+            f"http://127.0.0.1:{port}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    ingest.stop.set()
+    ingest.join()
+    db_cpu = cpu_seconds("postgres") - db_cpu
+    out = done.stdout
+    latency = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)\s*$", out, re.MULTILINE))
+    if not latency:
+        print(out)
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    non_2xx = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", out)) else 0
+    socket = re.search(r"Socket errors: (.*)", out)
+    ingest_rate = ingest.sent / ingest.elapsed
+    timings = sorted(ingest.timings) or [0.0]
+    print(
+        f"mixed load: {args.connections} connections, {args.duration} s, "
+        f"ingest {args.ingest_rate:,}/s alongside",
+        flush=True,
+    )
+    print(
+        f"  requests/s {rate:,.0f}; p50 {latency.get('50')}, p90 {latency.get('90')}, "
+        f"p99 {latency.get('99')}   (target p99 <= 300 ms)"
+    )
+    print(f"  errors: {non_2xx} non-2xx, socket {socket.group(1) if socket else 'none'}")
+    print(
+        f"  ingest: {ingest_rate:,.0f} events/s of {args.ingest_rate:,} "
+        f"({ingest.failures} failed), batch p95 {timings[int(len(timings) * 0.95) - 1]:.2f} s"
+        f"   {'kept up' if ingest_rate >= args.ingest_rate * 0.97 else '<-- fell behind'}"
+    )
+    print(f"  database server CPU {db_cpu / args.duration:.2f} cores")
+
+
+def export_time(org, admin, term: str) -> None:
+    from django.conf import settings
+
+    from exports.models import ExportRequest
+    from exports.services import export_file_build, export_filter
+
+    settings.PRIVATE_STORAGE_DIR = Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    for label, filters in (
+        ("10,000 rows, exact term", {"range": "180d", "q": term}),
+        ("10,000 rows, no filter", {"range": "180d"}),
+    ):
+        event_filter = export_filter(organization=org, user=admin, filters=filters)
+        assert event_filter.is_valid(), event_filter.errors
+        export = ExportRequest.objects.create(
+            organization=org,
+            requested_by=admin,
+            filters=event_filter.params(),
+            filters_summary=event_filter.summary(),
+        )
+        started = time.perf_counter()
+        export = export_file_build(export_id=export.pk)
+        elapsed = time.perf_counter() - started
+        print(
+            f"export {label:26} {elapsed:5.2f} s, {export.row_count:,} rows "
+            f"({export.status})   {'ok' if elapsed <= 2 else '<-- over 2 s'}",
+            flush=True,
+        )
+
+
+def main() -> None:
+    args = parse_args()
+    os.environ.update(SECRET_KEY="bench-only", DEBUG="false", SECURE_SSL_REDIRECT="false")
+    # The export's email is kept in memory here (the worker sends it over SMTP).
+    os.environ.setdefault("EMAIL_BACKEND", "django.core.mail.backends.locmem.EmailBackend")
+    # Sealing runs, as deployed: a throwaway signing key for every process of the run.
+    os.environ.setdefault("AUDIT_SIGNING_KEY", base64.b64encode(os.urandom(32)).decode())
+    if not args.reuse:
+        seed(args)
+    django_setup(args.database_url)
+    print(run_header(args.database_url), flush=True)
+    from django.core.management import call_command
+    from django.db.models import Count
+
+    from audit.demo import ADMIN_EMAIL
+    from audit.models import Event
+    from orgs.models import Organization, Product, User
+    from orgs.services import api_key_create, ingest_key_create
+
+    call_command("collectstatic", "--noinput", verbosity=0)
+    acme = Organization.objects.get(name="Acme Corporation")
+    admin = User.objects.get(email=ADMIN_EMAIL)
+    print(
+        f"events: Acme {Event.objects.filter(organization=acme).order_by().count():,}, "
+        f"all {Event.objects.order_by().count():,}",
+        flush=True,
+    )
+    from django.utils import timezone
+
+    week = Event.objects.filter(organization=acme, occurred_at__gte=timezone.now() - timedelta(7))
+    term = (
+        week.exclude(actor_email="")
+        .values("actor_email")
+        .annotate(n=Count("id"))
+        .order_by("-n")
+        .values_list("actor_email", flat=True)[:1][0]
+    )
+    event_id = week.order_by("-occurred_at").values_list("id", flat=True)[100]
+    _, api_secret = api_key_create(organization=acme, name="bench-scale", days=1, by=None)
+    jira = Product.objects.filter(site__organization=acme, kind="jira").first()
+    _, ingest_secret = ingest_key_create(product=jira, name="bench-scale", by=None)
+    cookie = signed_in_cookie(admin)
+    from bench_ingest import batches_make
+
+    bodies = [body for _, body in batches_make([jira], 20_000, 1000)]
+
+    port = free_port()
+    server = gunicorn_start(
+        args.database_url, port, workers=4, INGEST_RATE_LIMIT="1000000", API_RATE_LIMIT="1000000"
+    )
+    env = {**os.environ, "DATABASE_URL": args.database_url, "LOG_LEVEL": "WARNING"}
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env, start_new_session=True
+        )
+        for _ in range(2)
+    ]
+    try:
+        page, api, pages, apis = cases(port, acme.pk, cookie, api_secret, term, event_id)
+        print(f"term: {term}", flush=True)
+        single_client(page, api, pages, apis, args.requests)
+        ingest = Ingest(port, ingest_secret, args.ingest_rate, bodies)
+        mixed_load(args, port, pages, apis, cookie, api_secret, ingest)
+    finally:
+        server.terminate()
+        server.wait(30)
+        for worker in workers:
+            worker.terminate()  # SIGTERM to the main PID only
+        for worker in workers:
+            worker.wait(90)
+    export_time(acme, admin, term)
+    print(run_header(args.database_url, "(after)"))
+
+
+if __name__ == "__main__":
+    main()
