@@ -319,8 +319,14 @@ def qcluster_running(tmp_path: Path, **env_extra: str) -> Iterator[tuple[subproc
         try:
             worker.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+            pass
+        # Whatever is left of its group (it leads its own session): a worker process
+        # outliving the test would go on sealing or delivering in the next one's data.
+        try:
+            os.killpg(worker.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        worker.wait()
         log.close()
 
 

@@ -120,6 +120,7 @@ def test_two_web_instances_and_two_workers_share_one_database_and_one_redis(
         "STREAM_ALLOW_PRIVATE_HOSTS": "true",
         "STREAM_LEASE_SECONDS": "3",
         "Q_WORKERS": "3",  # the sealing and delivery loops hold one each
+        "AUDIT_SIGNING_KEY": settings.AUDIT_SIGNING_KEY,  # sealing runs too
     }
     # Every schedule is due now: the first scheduler tick of either cluster takes it.
     started = timezone.now()
@@ -166,7 +167,7 @@ def test_two_web_instances_and_two_workers_share_one_database_and_one_redis(
             logs = [dirs[n] / "qcluster.log" for n in ("worker-a", "worker-b")]
             logs += [w.log for w in webs]
             stream, _ = stream_create(organization=org, name="SIEM", url=receiver.url, by=Author())
-            until(lambda: receiver.accepted_ids(own=True), 60, "the first delivery", logs)
+            until(lambda: receiver.accepted_ids(own=True), 120, "the first delivery", logs)
 
             # Events through both web instances, interleaved.
             recorded = []
