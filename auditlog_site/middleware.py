@@ -1,16 +1,51 @@
-"""The Content-Security-Policy header (Django 5.2 has none built in), and the REST
-API's headers and error shape on every API response."""
+"""The health check for load balancers, the Content-Security-Policy header (Django 5.2
+has none built in), and the REST API's headers and error shape on every API response."""
 
 import logging
 import time
 from collections.abc import Callable
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.db import DatabaseError, connection
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, JsonResponse
 
 from audit.api import error_body  # the API's one error shape
 
 logger = logging.getLogger(__name__)
+
+
+HEALTH_PATH = "/healthz"
+
+
+class HealthCheckMiddleware:
+    """GET /healthz: 200 "ok" while this process serves requests; with ?db=1 also
+    asks the database (SELECT 1) and answers 503 when it does not answer. First in
+    MIDDLEWARE, so a load balancer probing a host directly (its own Host header, plain
+    HTTP) gets the answer rather than a 400 or a redirect to HTTPS; it reads no
+    session, no cookie, and says nothing but "ok" or what is down."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path != HEALTH_PATH:
+            return self.get_response(request)
+        if request.method not in ("GET", "HEAD"):
+            return HttpResponseNotAllowed(["GET", "HEAD"])
+        if request.GET.get("db") == "1":
+            try:
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT 1")
+            except DatabaseError:
+                logger.exception("Health check: the database does not answer")
+                return _plain("database unavailable\n", 503)
+        return _plain("ok\n", 200)
+
+
+def _plain(text: str, status: int) -> HttpResponse:
+    response = HttpResponse(text, status=status, content_type="text/plain; charset=utf-8")
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 class ContentSecurityPolicyMiddleware:
