@@ -102,6 +102,11 @@ DATABASES = {
         conn_max_age=envint("DB_CONN_MAX_AGE", 60),
     )
 }
+# After a failover a kept connection is dead: check it before each request's first
+# query (a round trip) rather than fail that request. PgBouncer in transaction mode
+# cannot hold server-side cursors across transactions: exports then read in one go.
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = envbool("DB_CONN_HEALTH_CHECKS")
+DATABASES["default"]["DISABLE_SERVER_SIDE_CURSORS"] = envbool("DB_DISABLE_SERVER_SIDE_CURSORS")
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     # WAL + synchronous=NORMAL: commits append to the WAL without waiting for the

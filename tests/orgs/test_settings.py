@@ -38,3 +38,21 @@ def test_production_refuses_to_start_without_a_secret_key():
     result = run_manage("check", DEBUG="false", SECRET_KEY="", ALLOWED_HOSTS="audit.example.com")
     assert result.returncode != 0
     assert "SECRET_KEY must be set" in result.stderr
+
+
+def test_database_connection_options_come_from_the_environment():
+    show = (
+        "from django.db import connection as c; d = c.settings_dict; "
+        "print(d['CONN_HEALTH_CHECKS'], d['DISABLE_SERVER_SIDE_CURSORS'])"
+    )
+    default = run_manage("shell", "--no-imports", "-c", show)
+    assert default.stdout.split() == ["False", "False"], default.stderr
+    chosen = run_manage(
+        "shell",
+        "--no-imports",
+        "-c",
+        show,
+        DB_CONN_HEALTH_CHECKS="true",
+        DB_DISABLE_SERVER_SIDE_CURSORS="true",
+    )
+    assert chosen.stdout.split() == ["True", "True"], chosen.stderr
