@@ -9,7 +9,7 @@ Paging is by keyset over (occurred_at, id), newest first, with cursors signed by
 django.core.signing so they are opaque and cannot be forged; nothing here COUNTs or
 OFFSETs the events table. `event_json` is the event in the REST API's shape."""
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -353,7 +353,11 @@ def _action_key(event: Event) -> str:
 
 
 def event_api_path(event: Event) -> str:
-    return f"/admin/v1/orgs/{event.organization_id}/events/{event.pk}"
+    return _api_path(event.organization_id, event.pk)
+
+
+def _api_path(org_id: int, pk: int) -> str:
+    return f"/admin/v1/orgs/{org_id}/events/{pk}"
 
 
 def _item_json(item: dict) -> dict:
@@ -368,34 +372,60 @@ def _item_json(item: dict) -> dict:
     }
 
 
+# What event_row_json reads: Event field names, and the action's key.
+EVENT_JSON_FIELDS = (
+    "id",
+    "organization_id",
+    "occurred_at",
+    "actor_id",
+    "actor_name",
+    "actor_email",
+    "context",
+    "container",
+    "ip",
+    "country",
+    "region",
+    "city",
+    "message",
+)
+
+
 def event_json(event: Event, request: HttpRequest | None = None) -> dict:
     """The event as the REST API gives it (DESIGN.md "REST API"): one serializer for
-    the API's events endpoints and the event detail page."""
-    path = event_api_path(event)
+    the API's events endpoints, the event detail page and streams."""
+    row = {name: getattr(event, name) for name in EVENT_JSON_FIELDS}
+    row["action__key"] = _action_key(event)
+    return event_row_json(row, request)
+
+
+def event_row_json(row: dict, request: HttpRequest | None = None) -> dict:
+    """event_json from a row of EVENT_JSON_FIELDS and "action__key" (a .values() row:
+    streams serialize thousands a second and need no model instances)."""
+    path = _api_path(row["organization_id"], row["id"])
     link = request.build_absolute_uri(path) if request is not None else settings.SITE_URL + path
     return {
-        "id": str(event.pk),
+        "id": str(row["id"]),
         "type": "events",
         "attributes": {
-            "time": iso_utc(event.occurred_at),
-            "action": _action_key(event),
+            "time": iso_utc(row["occurred_at"]),
+            "action": row["action__key"],
             "actor": {
-                "id": event.actor_id,
-                "name": event.actor_name,
-                "email": event.actor_email,
+                "id": row["actor_id"],
+                "name": row["actor_name"],
+                "email": row["actor_email"],
                 "links": {},
             },
-            "context": [_item_json(item) for item in event.context],
-            "container": [_item_json(item) for item in event.container],
+            "context": [_item_json(item) for item in row["context"]],
+            "container": [_item_json(item) for item in row["container"]],
             "location": {
-                "ip": event.ip or "",
+                "ip": row["ip"] or "",
                 "geo": "",  # no coordinates are recorded
-                "countryName": event.country,
-                "regionName": event.region,
-                "city": event.city,
+                "countryName": row["country"],
+                "regionName": row["region"],
+                "city": row["city"],
             },
         },
-        "message": {"content": event.message, "format": "simple"},
+        "message": {"content": row["message"], "format": "simple"},
         "links": {"self": link},
     }
 
@@ -454,6 +484,28 @@ def event_stream_slice(
     """Up to `limit` of the organization's events past `after` in recording order
     (`desc`: before it, newest first), recorded in [since, until), and the position of
     the last one (None when there is none). Within the plan's retention only."""
+    qs, order = _stream_queryset(org, after, desc, since, until, now)
+    rows = list(qs.select_related("action").order_by(*order)[:limit])
+    if not rows:
+        return rows, None
+    last = rows[-1]
+    return rows, (last.txid or 0, last.pk)
+
+
+def event_stream_rows(
+    org: Organization, after: StreamPosition | None, *, limit: int, fields: Iterable[str]
+) -> tuple[list[dict], StreamPosition | None]:
+    """event_stream_slice (forward, no time bounds) as .values() rows of `fields` and
+    "txid": the same events in the same order, without building model instances."""
+    qs, order = _stream_queryset(org, after, False, None, None, None)
+    rows = list(qs.order_by(*order).values(*fields, "id", "txid")[:limit])
+    if not rows:
+        return rows, None
+    last = rows[-1]
+    return rows, (last["txid"] or 0, last["id"])
+
+
+def _stream_queryset(org, after, desc, since, until, now) -> tuple[QuerySet, list[str]]:
     now = now or timezone.now()
     qs = Event.objects.filter(
         organization=org, occurred_at__gte=now - timedelta(days=org.plan.retention_days)
@@ -469,12 +521,7 @@ def event_stream_slice(
         keys = ("id",)
     if after is not None:
         qs = qs.filter(_stream_beyond(after, desc, len(keys) == 2))
-    order = [f"-{k}" for k in keys] if desc else list(keys)
-    rows = list(qs.select_related("action").order_by(*order)[:limit])
-    if not rows:
-        return rows, None
-    last = rows[-1]
-    return rows, (last.txid or 0, last.pk)
+    return qs, [f"-{k}" for k in keys] if desc else list(keys)
 
 
 def _stream_beyond(after: StreamPosition, desc: bool, with_txid: bool) -> Q:
