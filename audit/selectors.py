@@ -398,11 +398,15 @@ def event_json(event: Event, request: HttpRequest | None = None) -> dict:
     return event_row_json(row, request)
 
 
-def event_row_json(row: dict, request: HttpRequest | None = None) -> dict:
+def event_row_json(row: dict, request: HttpRequest | None = None, site_url: str = "") -> dict:
     """event_json from a row of EVENT_JSON_FIELDS and "action__key" (a .values() row:
-    streams serialize thousands a second and need no model instances)."""
+    streams serialize thousands a second and need no model instances; they pass
+    settings.SITE_URL as `site_url` once rather than look it up per event)."""
     path = _api_path(row["organization_id"], row["id"])
-    link = request.build_absolute_uri(path) if request is not None else settings.SITE_URL + path
+    if request is not None:
+        link = request.build_absolute_uri(path)
+    else:
+        link = (site_url or settings.SITE_URL) + path
     return {
         "id": str(row["id"]),
         "type": "events",

@@ -464,10 +464,10 @@ def batch_prepare(stream: Stream, after: StreamPosition, actions: set[int] | Non
         rows = matched
     if not rows:
         return Batch(last)
-    first_id, last_id = rows[0]["id"], rows[-1]["id"]
+    first_id, last_id, site_url = rows[0]["id"], rows[-1]["id"], settings.SITE_URL
     batch_id = _batch_key(stream.pk, first_id, last_id, len(rows))
     payload = {
-        "data": [event_row_json(row) for row in rows],
+        "data": [event_row_json(row, site_url=site_url) for row in rows],
         "meta": {"stream": str(stream.pk), "batch": batch_id, "test": False},
     }
     body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
@@ -696,25 +696,32 @@ def stream_test_send(stream_id: int, event_id: int | None) -> str:
 
 
 def leases_take(token: str, now: datetime | None = None) -> list[int]:
-    """Takes (or renews) the lease on every enabled stream that is free or already
-    held by `token`; returns their ids. One UPDATE: atomic on both databases."""
+    """Takes the lease on every enabled stream that is free, renews those `token`
+    holds once half their lease has run (not at every poll: on SQLite each write takes
+    the recorder's lock), and returns the ids of those `token` holds. One UPDATE:
+    atomic on both databases."""
     now = now or timezone.now()
-    until = now + timedelta(seconds=settings.STREAM_LEASE_SECONDS)
-    free = Q(lease_until__isnull=True) | Q(lease_until__lt=now) | Q(lease_owner=token)
+    lease = timedelta(seconds=settings.STREAM_LEASE_SECONDS)
+    free = Q(lease_until__isnull=True) | Q(lease_until__lt=now)
+    ours = Q(lease_owner=token)
     candidates = list(
         Stream.objects.filter(
-            free,
+            free | ours,
             enabled=True,
             organization__plan__streaming=True,
             organization__plan__audit_log=True,
         ).values_list("pk", flat=True)
     )
+    if not candidates:
+        return []
     # The conditions again on the rows themselves, without a join: PostgreSQL re-checks
     # them on a row another loop has just leased (a subquery would not be re-checked).
-    taken = Stream.objects.filter(free, enabled=True, pk__in=candidates)
-    if not candidates or not taken.update(lease_owner=token, lease_until=until):
-        return []
-    return list(Stream.objects.filter(lease_owner=token, enabled=True).values_list("pk", flat=True))
+    due = free | (ours & Q(lease_until__lt=now + lease / 2))
+    Stream.objects.filter(due, enabled=True, pk__in=candidates).update(
+        lease_owner=token, lease_until=now + lease
+    )
+    held = Stream.objects.filter(ours, enabled=True, pk__in=candidates)
+    return list(held.values_list("pk", flat=True))
 
 
 def leases_release(token: str) -> None:

@@ -19,6 +19,7 @@ AUDIT_RECORD_BATCH_SIZE), a delivery process runs the worker's loop
 
 import argparse
 import multiprocessing
+import os
 import statistics
 import sys
 import time
@@ -31,6 +32,16 @@ from bench_record import database_fresh, django_setup, run_header  # noqa: E402
 
 DEFAULT_URL = "sqlite:////tmp/bench_stream.sqlite3"
 PORT = 8765
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds process `pid` (and its threads) has used (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def parse_args() -> argparse.Namespace:
@@ -77,15 +88,29 @@ def delivery_main(url: str, seconds: float) -> None:
         time.sleep(0.2)
 
 
-def receipts(log_path: str) -> dict[int, float]:
-    got: dict[int, float] = {}
-    for line in Path(log_path).read_text().splitlines():
-        pk, when = line.split()
-        got.setdefault(int(pk), float(when))  # the first arrival
-    return got
+class Receipts:
+    """The receiver's log, read on from where the last look stopped (rereading it
+    whole every 0.2 s would take a core from the delivery being measured)."""
+
+    def __init__(self, log_path: str):
+        self.file = open(log_path)  # noqa: SIM115 - the run's lifetime
+        self.got: dict[int, float] = {}
+        self.rest = ""
+
+    def read(self) -> dict[int, float]:
+        text = self.rest + self.file.read()
+        lines = text.split("\n")
+        self.rest = lines.pop()  # a line still being written
+        for line in lines:
+            pk, when = line.split()
+            self.got.setdefault(int(pk), float(when))  # the first arrival
+        return self.got
 
 
-def record(org, n: int) -> tuple[list[int], float]:
+def record(org, n: int) -> tuple[list[int], float, float]:
+    """Records `n` events; their ids, the seconds recording took and the CPU seconds
+    this process spent on it (wall time well above CPU time: waiting for a lock or
+    for a core)."""
     from django.conf import settings
 
     from audit.demo import ActivityGenerator
@@ -93,23 +118,24 @@ def record(org, n: int) -> tuple[list[int], float]:
 
     generator = ActivityGenerator(org, seed=7)
     size = settings.AUDIT_RECORD_BATCH_SIZE
-    ids, seconds = [], 0.0
+    ids, seconds, cpu = [], 0.0, 0.0
     while len(ids) < n:
         specs = list(generator.specs(min(size, n - len(ids)), days=1))
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         ids += event_record_batch(organization=org, specs=specs).event_ids
         seconds += time.perf_counter() - started
-    return ids, seconds
+        cpu += time.process_time() - cpu_started
+    return ids, seconds, cpu
 
 
-def wait_for(log_path: str, ids: list[int], timeout: float) -> dict[int, float]:
+def wait_for(receipts: Receipts, ids: list[int], timeout: float) -> dict[int, float]:
     deadline, wanted = time.monotonic() + timeout, set(ids)
     while time.monotonic() < deadline:
-        got = receipts(log_path)
+        got = receipts.read()
         if wanted <= got.keys():
             return got
         time.sleep(0.2)
-    got = receipts(log_path)
+    got = receipts.read()
     print(f"  TIMEOUT: {len(wanted - got.keys()):,} of {len(ids):,} events not received")
     return got
 
@@ -127,10 +153,10 @@ def main() -> None:
     log_path = f"/tmp/bench_stream_{PORT}.log"
     Path(log_path).write_text("")
 
-    _, plain = record(org, args.events)
+    _, plain, cpu = record(org, args.events)
     print(
-        f"recording without a stream: {args.events:,} events in {plain:.1f} s, "
-        f"{args.events / plain:,.0f} events/s"
+        f"recording without a stream: {args.events:,} events in {plain:.1f} s (CPU {cpu:.1f} s), "
+        f"{args.events / plain:,.0f} events/s  load: {load()}"
     )
 
     if connection.vendor == "postgresql":
@@ -152,14 +178,22 @@ def main() -> None:
     delivery.start()
     time.sleep(1)
     try:
-        ids, streamed = record(org, args.events)
+        others = {"delivery": delivery.pid, "receiver": receiver.pid}
+        before = {name: cpu_seconds(pid) for name, pid in others.items()}
+        ids, streamed, cpu = record(org, args.events)
+        used = {name: cpu_seconds(pid) - before[name] for name, pid in others.items()}
         rate = args.events / streamed
         print(
-            f"recording with the stream:  {args.events:,} events in {streamed:.1f} s, "
-            f"{rate:,.0f} events/s ({rate / (args.events / plain) - 1:+.1%} vs without; "
-            "target within 10%)"
+            f"recording with the stream:  {args.events:,} events in {streamed:.1f} s (CPU "
+            f"{cpu:.1f} s), {rate:,.0f} events/s ({rate / (args.events / plain) - 1:+.1%} vs "
+            f"without; target within 10%)  load: {load()}"
         )
-        got = wait_for(log_path, ids, timeout=600)
+        print(
+            "  CPU meanwhile: "
+            + ", ".join(f"{name} process {seconds:.1f} s" for name, seconds in used.items())
+        )
+        receipts = Receipts(log_path)
+        got = wait_for(receipts, ids, timeout=600)
         recorded_at = dict(Event.objects.filter(pk__in=ids).values_list("pk", "recorded_at"))
         latencies = sorted(
             got[i] - recorded_at[i].astimezone(UTC).timestamp() for i in ids if i in got
@@ -182,11 +216,11 @@ def main() -> None:
 
         down.value = 1
         went_down = time.monotonic()
-        backlog, _ = record(org, args.backlog)
+        backlog, _, _ = record(org, args.backlog)
         time.sleep(max(0.0, args.down - (time.monotonic() - went_down)))
         down.value = 0
         up = time.time()
-        got = wait_for(log_path, backlog, timeout=600)
+        got = wait_for(receipts, backlog, timeout=600)
         done = max(got[i] for i in backlog if i in got)
         print(
             f"catch-up: {args.backlog:,} events waiting after {args.down:.0f} s down, all "
