@@ -57,7 +57,7 @@ from .services import SYSTEM, Actor, event_record, item
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 100
-SCAN_SIZE = 1000  # events looked at per batch when the stream has filters
+SCAN_SIZE = 1000  # events read at once (up to ten batches; filtered: maybe fewer)
 ATTEMPTS_KEPT = 100
 BURST_SECONDS = 5.0  # one thread delivers one stream this long, then the loop looks again
 THREADS = 8
@@ -423,7 +423,7 @@ def _ok(status: int | None) -> bool:
 
 
 SENT, MOVED, IDLE, FAILED, WAITING, LOST = "sent", "moved", "idle", "failed", "waiting", "lost"
-_BATCH_FIELDS = (*EVENT_JSON_FIELDS, "action__key", "action_id", "product_kind")
+_FIELDS = (*EVENT_JSON_FIELDS, "action__key", "action_id", "product_kind")
 
 
 @dataclass
@@ -440,30 +440,33 @@ class Batch:
     body: bytes = b""
 
 
-def batch_prepare(stream: Stream, after: StreamPosition, actions: set[int] | None) -> Batch | None:
-    """The batch past `after` (None: nothing new), read as rows and serialized:
-    delivery's hot path, thousands of events a second. `actions`: the ids the
-    stream's activity filter lets through (None: all)."""
-    org = stream.organization
-    filtered = actions is not None or bool(stream.product_kinds)
-    limit = SCAN_SIZE if filtered else BATCH_SIZE
-    rows, last = event_stream_rows(org, after, limit=limit, fields=_BATCH_FIELDS)
+def batches_read(
+    stream: Stream, after: StreamPosition, actions: set[int] | None
+) -> tuple[list[Batch], bool]:
+    """The next batches past `after`, from one read of up to SCAN_SIZE events, each
+    serialized and ready to send ([]: nothing new), and whether the read was full
+    (more are likely waiting). One read for up to ten batches: on SQLite, fewer,
+    shorter reads leave the recorder's checkpoints alone. `actions`: the action ids
+    the stream's activity filter lets through (None: all)."""
+    rows, last = event_stream_rows(stream.organization, after, limit=SCAN_SIZE, fields=_FIELDS)
     if last is None:
-        return None
-    if filtered:
-        matched = []
-        for row in rows:
-            if actions is not None and row["action_id"] not in actions:
-                continue
-            if stream.product_kinds and row["product_kind"] not in stream.product_kinds:
-                continue
-            matched.append(row)
-            if len(matched) == BATCH_SIZE:
-                last = (row["txid"] or 0, row["id"])
-                break
-        rows = matched
-    if not rows:
-        return Batch(last)
+        return [], False
+    full = len(rows) == SCAN_SIZE
+    if actions is not None or stream.product_kinds:
+        kinds = stream.product_kinds
+        rows = [
+            row
+            for row in rows
+            if (actions is None or row["action_id"] in actions)
+            and (not kinds or row["product_kind"] in kinds)
+        ]
+    batches = [_batch(stream, rows[i : i + BATCH_SIZE]) for i in range(0, len(rows), BATCH_SIZE)]
+    if not batches or batches[-1].position != last:  # the filters passed over the rest
+        batches.append(Batch(last))
+    return batches, full
+
+
+def _batch(stream: Stream, rows: list[dict]) -> Batch:
     first_id, last_id, site_url = rows[0]["id"], rows[-1]["id"], settings.SITE_URL
     batch_id = _batch_key(stream.pk, first_id, last_id, len(rows))
     payload = {
@@ -471,7 +474,8 @@ def batch_prepare(stream: Stream, after: StreamPosition, actions: set[int] | Non
         "meta": {"stream": str(stream.pk), "batch": batch_id, "test": False},
     }
     body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-    return Batch(last, len(rows), first_id, last_id, batch_id, body)
+    position = (rows[-1]["txid"] or 0, last_id)
+    return Batch(position, len(rows), first_id, last_id, batch_id, body)
 
 
 class Delivery:
@@ -486,8 +490,9 @@ class Delivery:
     Each flush moves the cursor only while `token` still holds the stream (lease) and
     the stream is enabled, so a paused or taken-over stream stops within the interval.
 
-    While a full batch is on the wire the next one is read and serialized in a second
-    thread (read-ahead), so the database and the receiver work at the same time."""
+    Events are read up to ten batches at a time; while those are on the wire the next
+    ones are read and serialized in a second thread (read-ahead), so the database and
+    the receiver work at the same time."""
 
     def __init__(self, stream: Stream, sender: Sender, token: str):
         self.stream, self.sender, self.token = stream, sender, token
@@ -504,21 +509,20 @@ class Delivery:
         """Sends batches for up to `seconds`, until caught up, a failure or a lost
         lease; returns the outcome of the last step."""
         deadline = time.monotonic() + seconds
-        batch = batch_prepare(self.stream, self.position, self.actions)
+        batches, full = batches_read(self.stream, self.position, self.actions)
         outcome = IDLE
         try:
-            while batch is not None and time.monotonic() < deadline:
-                following = None
-                if batch.size == BATCH_SIZE:  # more are likely waiting: read them now
-                    following = self._read_ahead(batch.position)
-                outcome = self.send(batch)
-                if outcome not in (SENT, MOVED):
-                    return outcome
+            while batches and time.monotonic() < deadline:
+                following = self._read_ahead(batches[-1].position) if full else None
+                for batch in batches:
+                    outcome = self.send(batch)
+                    if outcome not in (SENT, MOVED):
+                        return outcome
                 if following is not None:
-                    batch = following.result()
+                    batches, full = following.result()
                 else:
-                    batch = batch_prepare(self.stream, self.position, self.actions)
-            return outcome if batch is not None else IDLE
+                    batches, full = batches_read(self.stream, self.position, self.actions)
+            return outcome if batches else IDLE
         finally:
             if self._ahead is not None:
                 self._ahead.submit(connections.close_all)  # the thread's own connection
@@ -527,7 +531,7 @@ class Delivery:
     def _read_ahead(self, after: StreamPosition) -> Future:
         if self._ahead is None:
             self._ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stream-read")
-        return self._ahead.submit(batch_prepare, self.stream, after, self.actions)
+        return self._ahead.submit(batches_read, self.stream, after, self.actions)
 
     def send(self, batch: Batch) -> str:
         """Sends `batch`; on a 2xx moves the position (written at the next flush); on a
