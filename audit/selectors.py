@@ -446,8 +446,8 @@ def iso_utc(moment: datetime) -> str:
 # 100 may commit after one that wrote id 101; a poller that had already read up to 101
 # would never see 100. So the stream reads in (txid, id) order, txid being the recording
 # transaction's id (a column default, migration 0011), and serves only events whose txid
-# is below the oldest transaction still running (pg_snapshot_xmin): every such
-# transaction has ended, so nothing can later appear before the cursor. An event
+# is below the oldest transaction still running in this database (_stream_horizon):
+# every such transaction has ended, so nothing can later appear before the cursor. An event
 # committed late is served on a later call, after whatever it is ordered behind, and
 # never skipped or served twice. SQLite has one writer at a time and ids in commit order:
 # the stream reads by id.
@@ -456,12 +456,45 @@ STREAM_SALT = "audit.api.events-stream"
 StreamPosition = tuple[int, int]  # (txid, id); txid 0 on SQLite
 
 
+# The transactions still running in this database that hold an xid: each holds its
+# transactionid lock and, having written (or locked) something here, a lock on a
+# relation of this database. One read of pg_locks, which every role may read.
+_RUNNING_HERE = """
+    WITH locks AS MATERIALIZED (SELECT * FROM pg_locks)
+    SELECT DISTINCT x.transactionid::text::bigint FROM locks x
+    WHERE x.locktype = 'transactionid' AND x.granted AND x.mode = 'ExclusiveLock'
+      AND x.virtualtransaction IN (
+        SELECT r.virtualtransaction FROM locks r
+        WHERE r.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+      )
+"""
+
+
 def _stream_horizon() -> int:
-    """PostgreSQL: the oldest transaction id still running; no event with a txid at or
-    above it is served yet."""
+    """PostgreSQL: the oldest transaction id still running in this database (else the
+    next to be handed out); no event with a txid at or above it is served yet.
+
+    Not pg_snapshot_xmin, the oldest running anywhere on the server: a long
+    transaction in another database (a bulk load, a test run) would hold every stream
+    back for its whole length although it can write no event here. A transaction
+    writes an event only by inserting into audit_event, which takes a lock on it
+    before the txid default assigns the xid; one that had its xid earlier wrote or
+    locked a relation of this database to get it. Either way it shows in pg_locks with
+    a relation lock here and its transactionid lock. The snapshot is read first: a
+    transaction that takes its xid after it has an xid at or above its xmax."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
-        return cursor.fetchone()[0]
+        cursor.execute("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
+        (xmax,) = cursor.fetchone()
+        cursor.execute(_RUNNING_HERE)
+        running = [_xid_widen(xid, xmax) for (xid,) in cursor.fetchall()]
+    return min([xmax, *running])
+
+
+def _xid_widen(xid: int, xmax: int) -> int:
+    """A 32-bit xid (pg_locks) as the 64-bit, epoch-counting id that txid stores,
+    given the snapshot's xmax: a running xid is at most 2**31 below it."""
+    wide = (xmax >> 32 << 32) | xid
+    return wide - 2**32 if wide > xmax else wide
 
 
 def stream_position_now() -> StreamPosition:

@@ -241,9 +241,12 @@ def main() -> None:
         up = time.time()
         got = wait_for(receipts, backlog, timeout=600)
         done = max(got[i] for i in backlog if i in got)
+        first = min(got[i] for i in backlog if i in got)
         print(
             f"catch-up: {args.backlog:,} events waiting after {args.down:.0f} s down, all "
-            f"received {done - up:.1f} s after the receiver came back (target <= 30 s)"
+            f"received {done - up:.1f} s after the receiver came back (target <= 30 s); the "
+            f"first batch {first - up:.1f} s after (the retry's back-off), then "
+            f"{len(backlog) / max(done - first, 1e-9):,.0f} events/s"
         )
         print(
             f"  at {datetime.now(UTC):%H:%M:%S} UTC; events in the database: "
