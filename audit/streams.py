@@ -10,11 +10,14 @@ stream's own reader. That reader serves only events whose transaction is older t
 every one still running (pg_snapshot_xmin), so an event committed late is not skipped:
 the cursor cannot pass it before it commits. The cursor moves only after a 2xx, so a
 batch is sent again until it is accepted: at least once, in order; receivers dedupe by
-event id (or by the Idempotency-Key, the same for a batch sent again).
+event id (or by the Idempotency-Key, the same for a batch sent again). It is written
+at most every STREAM_FLUSH_SECONDS while a stream delivers (Delivery): a worker that
+dies sends up to that much again, never less.
 
 One delivery loop at a time per stream: a loop takes a lease on a stream with one
-conditional UPDATE (free or already its own), renews it every poll and checks it on
-every cursor move, so two workers or two clusters never deliver one stream at once.
+conditional UPDATE (free or already its own), renews it once half has run and checks
+it on every cursor write, so two workers or two clusters never deliver one stream at
+once.
 The loop (audit.tasks.streams_deliver) polls every STREAM_POLL seconds for up to
 STREAM_LOOP_SECONDS, each stream in a thread of its own so a slow destination holds up
 no other, then hands over to a fresh task; a schedule starts one every minute in case

@@ -59,8 +59,13 @@ def parse_args() -> argparse.Namespace:
 
 
 def receiver_main(log_path: str, down) -> None:
-    import json
+    """Answers 204 (503 while down) and logs each event id with its time of arrival.
+    It stands for a SIEM on another machine, so it does as little as it can here: the
+    ids are picked out of the body (each event object begins {"id":"<id>","type":
+    "events"), not parsed, to leave the cores to the recorder and delivery measured."""
+    import re
 
+    event_id = re.compile(rb'\{"id":"(\d+)","type":"events"')
     log = open(log_path, "a", buffering=1)  # noqa: SIM115 - the process's lifetime
 
     class Handler(BaseHTTPRequestHandler):
@@ -71,8 +76,8 @@ def receiver_main(log_path: str, down) -> None:
             status = 503 if down.value else 204
             if status == 204:
                 now = time.time()
-                ids = [e["id"] for e in json.loads(body)["data"]]
-                log.write("".join(f"{i} {now:.6f}\n" for i in ids))
+                ids = event_id.findall(body)
+                log.write("".join(f"{i.decode()} {now:.6f}\n" for i in ids))
             self.send_response(status)
             self.send_header("Content-Length", "0")
             self.end_headers()
