@@ -9,7 +9,7 @@ Paging is by keyset over (occurred_at, id), newest first, with cursors signed by
 django.core.signing so they are opaque and cannot be forged; nothing here COUNTs or
 OFFSETs the events table. `event_json` is the event in the REST API's shape."""
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -353,7 +353,11 @@ def _action_key(event: Event) -> str:
 
 
 def event_api_path(event: Event) -> str:
-    return f"/admin/v1/orgs/{event.organization_id}/events/{event.pk}"
+    return _api_path(event.organization_id, event.pk)
+
+
+def _api_path(org_id: int, pk: int) -> str:
+    return f"/admin/v1/orgs/{org_id}/events/{pk}"
 
 
 def _item_json(item: dict) -> dict:
@@ -368,34 +372,64 @@ def _item_json(item: dict) -> dict:
     }
 
 
+# What event_row_json reads: Event field names, and the action's key.
+EVENT_JSON_FIELDS = (
+    "id",
+    "organization_id",
+    "occurred_at",
+    "actor_id",
+    "actor_name",
+    "actor_email",
+    "context",
+    "container",
+    "ip",
+    "country",
+    "region",
+    "city",
+    "message",
+)
+
+
 def event_json(event: Event, request: HttpRequest | None = None) -> dict:
     """The event as the REST API gives it (DESIGN.md "REST API"): one serializer for
-    the API's events endpoints and the event detail page."""
-    path = event_api_path(event)
-    link = request.build_absolute_uri(path) if request is not None else settings.SITE_URL + path
+    the API's events endpoints, the event detail page and streams."""
+    row = {name: getattr(event, name) for name in EVENT_JSON_FIELDS}
+    row["action__key"] = _action_key(event)
+    return event_row_json(row, request)
+
+
+def event_row_json(row: dict, request: HttpRequest | None = None, site_url: str = "") -> dict:
+    """event_json from a row of EVENT_JSON_FIELDS and "action__key" (a .values() row:
+    streams serialize thousands a second and need no model instances; they pass
+    settings.SITE_URL as `site_url` once rather than look it up per event)."""
+    path = _api_path(row["organization_id"], row["id"])
+    if request is not None:
+        link = request.build_absolute_uri(path)
+    else:
+        link = (site_url or settings.SITE_URL) + path
     return {
-        "id": str(event.pk),
+        "id": str(row["id"]),
         "type": "events",
         "attributes": {
-            "time": iso_utc(event.occurred_at),
-            "action": _action_key(event),
+            "time": iso_utc(row["occurred_at"]),
+            "action": row["action__key"],
             "actor": {
-                "id": event.actor_id,
-                "name": event.actor_name,
-                "email": event.actor_email,
+                "id": row["actor_id"],
+                "name": row["actor_name"],
+                "email": row["actor_email"],
                 "links": {},
             },
-            "context": [_item_json(item) for item in event.context],
-            "container": [_item_json(item) for item in event.container],
+            "context": [_item_json(item) for item in row["context"]],
+            "container": [_item_json(item) for item in row["container"]],
             "location": {
-                "ip": event.ip or "",
+                "ip": row["ip"] or "",
                 "geo": "",  # no coordinates are recorded
-                "countryName": event.country,
-                "regionName": event.region,
-                "city": event.city,
+                "countryName": row["country"],
+                "regionName": row["region"],
+                "city": row["city"],
             },
         },
-        "message": {"content": event.message, "format": "simple"},
+        "message": {"content": row["message"], "format": "simple"},
         "links": {"self": link},
     }
 
@@ -412,8 +446,8 @@ def iso_utc(moment: datetime) -> str:
 # 100 may commit after one that wrote id 101; a poller that had already read up to 101
 # would never see 100. So the stream reads in (txid, id) order, txid being the recording
 # transaction's id (a column default, migration 0011), and serves only events whose txid
-# is below the oldest transaction still running (pg_snapshot_xmin): every such
-# transaction has ended, so nothing can later appear before the cursor. An event
+# is below the oldest transaction still running in this database (_stream_horizon):
+# every such transaction has ended, so nothing can later appear before the cursor. An event
 # committed late is served on a later call, after whatever it is ordered behind, and
 # never skipped or served twice. SQLite has one writer at a time and ids in commit order:
 # the stream reads by id.
@@ -422,12 +456,45 @@ STREAM_SALT = "audit.api.events-stream"
 StreamPosition = tuple[int, int]  # (txid, id); txid 0 on SQLite
 
 
+# The transactions still running in this database that hold an xid: each holds its
+# transactionid lock and, having written (or locked) something here, a lock on a
+# relation of this database. One read of pg_locks, which every role may read.
+_RUNNING_HERE = """
+    WITH locks AS MATERIALIZED (SELECT * FROM pg_locks)
+    SELECT DISTINCT x.transactionid::text::bigint FROM locks x
+    WHERE x.locktype = 'transactionid' AND x.granted AND x.mode = 'ExclusiveLock'
+      AND x.virtualtransaction IN (
+        SELECT r.virtualtransaction FROM locks r
+        WHERE r.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+      )
+"""
+
+
 def _stream_horizon() -> int:
-    """PostgreSQL: the oldest transaction id still running; no event with a txid at or
-    above it is served yet."""
+    """PostgreSQL: the oldest transaction id still running in this database (else the
+    next to be handed out); no event with a txid at or above it is served yet.
+
+    Not pg_snapshot_xmin, the oldest running anywhere on the server: a long
+    transaction in another database (a bulk load, a test run) would hold every stream
+    back for its whole length although it can write no event here. A transaction
+    writes an event only by inserting into audit_event, which takes a lock on it
+    before the txid default assigns the xid; one that had its xid earlier wrote or
+    locked a relation of this database to get it. Either way it shows in pg_locks with
+    a relation lock here and its transactionid lock. The snapshot is read first: a
+    transaction that takes its xid after it has an xid at or above its xmax."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
-        return cursor.fetchone()[0]
+        cursor.execute("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
+        (xmax,) = cursor.fetchone()
+        cursor.execute(_RUNNING_HERE)
+        running = [_xid_widen(xid, xmax) for (xid,) in cursor.fetchall()]
+    return min([xmax, *running])
+
+
+def _xid_widen(xid: int, xmax: int) -> int:
+    """A 32-bit xid (pg_locks) as the 64-bit, epoch-counting id that txid stores,
+    given the snapshot's xmax: a running xid is at most 2**31 below it."""
+    wide = (xmax >> 32 << 32) | xid
+    return wide - 2**32 if wide > xmax else wide
 
 
 def stream_position_now() -> StreamPosition:
@@ -454,6 +521,28 @@ def event_stream_slice(
     """Up to `limit` of the organization's events past `after` in recording order
     (`desc`: before it, newest first), recorded in [since, until), and the position of
     the last one (None when there is none). Within the plan's retention only."""
+    qs, order = _stream_queryset(org, after, desc, since, until, now)
+    rows = list(qs.select_related("action").order_by(*order)[:limit])
+    if not rows:
+        return rows, None
+    last = rows[-1]
+    return rows, (last.txid or 0, last.pk)
+
+
+def event_stream_rows(
+    org: Organization, after: StreamPosition | None, *, limit: int, fields: Iterable[str]
+) -> tuple[list[dict], StreamPosition | None]:
+    """event_stream_slice (forward, no time bounds) as .values() rows of `fields` and
+    "txid": the same events in the same order, without building model instances."""
+    qs, order = _stream_queryset(org, after, False, None, None, None)
+    rows = list(qs.order_by(*order).values(*fields, "id", "txid")[:limit])
+    if not rows:
+        return rows, None
+    last = rows[-1]
+    return rows, (last["txid"] or 0, last["id"])
+
+
+def _stream_queryset(org, after, desc, since, until, now) -> tuple[QuerySet, list[str]]:
     now = now or timezone.now()
     qs = Event.objects.filter(
         organization=org, occurred_at__gte=now - timedelta(days=org.plan.retention_days)
@@ -469,12 +558,7 @@ def event_stream_slice(
         keys = ("id",)
     if after is not None:
         qs = qs.filter(_stream_beyond(after, desc, len(keys) == 2))
-    order = [f"-{k}" for k in keys] if desc else list(keys)
-    rows = list(qs.select_related("action").order_by(*order)[:limit])
-    if not rows:
-        return rows, None
-    last = rows[-1]
-    return rows, (last.txid or 0, last.pk)
+    return qs, [f"-{k}" for k in keys] if desc else list(keys)
 
 
 def _stream_beyond(after: StreamPosition, desc: bool, with_txid: bool) -> Q:

@@ -10,11 +10,14 @@ stream's own reader. That reader serves only events whose transaction is older t
 every one still running (pg_snapshot_xmin), so an event committed late is not skipped:
 the cursor cannot pass it before it commits. The cursor moves only after a 2xx, so a
 batch is sent again until it is accepted: at least once, in order; receivers dedupe by
-event id (or by the Idempotency-Key, the same for a batch sent again).
+event id (or by the Idempotency-Key, the same for a batch sent again). It is written
+at most every STREAM_FLUSH_SECONDS while a stream delivers (Delivery): a worker that
+dies sends up to that much again, never less.
 
 One delivery loop at a time per stream: a loop takes a lease on a stream with one
-conditional UPDATE (free or already its own), renews it every poll and checks it on
-every cursor move, so two workers or two clusters never deliver one stream at once.
+conditional UPDATE (free or already its own), renews it once half has run and checks
+it on every cursor write, so two workers or two clusters never deliver one stream at
+once.
 The loop (audit.tasks.streams_deliver) polls every STREAM_POLL seconds for up to
 STREAM_LOOP_SECONDS, each stream in a thread of its own so a slow destination holds up
 no other, then hands over to a fresh task; a schedule starts one every minute in case
@@ -29,7 +32,7 @@ import socket
 import time
 import uuid
 from collections.abc import Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -45,13 +48,21 @@ from orgs.models import Membership, Organization, Product
 from .catalogue import CATEGORY_BY_KEY
 from .delivery import USER_AGENT, DestinationRefused, Sender, destination_check, signature_header
 from .models import Activity, Event, Stream, StreamAttempt
-from .selectors import StreamPosition, event_json, event_stream_slice, stream_position_now
+from .selectors import (
+    EVENT_JSON_FIELDS,
+    StreamPosition,
+    event_json,
+    event_row_json,
+    event_stream_rows,
+    event_stream_slice,
+    stream_position_now,
+)
 from .services import SYSTEM, Actor, event_record, item
 
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 100
-SCAN_SIZE = 1000  # events looked at per batch when the stream has filters
+SCAN_SIZE = 1000  # events read at once (up to ten batches; filtered: maybe fewer)
 ATTEMPTS_KEPT = 100
 BURST_SECONDS = 5.0  # one thread delivers one stream this long, then the loop looks again
 THREADS = 8
@@ -360,33 +371,56 @@ def _body(stream: Stream, events: list[Event], batch_id: str, test: bool = False
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def _batch_id(stream: Stream, events: list[Event]) -> str:
+def _batch_key(stream_id: int, first_id: int, last_id: int, size: int) -> str:
     """The same id each time the same batch is sent (an idempotency key)."""
-    key = f"{stream.pk}:{events[0].pk}:{events[-1].pk}:{len(events)}"
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, key))
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"{stream_id}:{first_id}:{last_id}:{size}"))
 
 
 def _attempt_save(stream: Stream, events: list[Event], batch_id: str, response, **extra) -> None:
-    attempt = StreamAttempt.objects.create(
+    """Logs one send outside the delivery loop (a test event)."""
+    _attempts_write(
+        stream,
+        [
+            _attempt(
+                stream,
+                batch_id,
+                response,
+                len(events),
+                events[0].pk if events else None,
+                events[-1].pk if events else None,
+                **extra,
+            )
+        ],
+    )
+
+
+def _attempt(stream, batch_id, response, size, first_id, last_id, **extra) -> StreamAttempt:
+    return StreamAttempt(
         stream=stream,
         started_at=timezone.now() - timedelta(milliseconds=response.latency_ms),
         batch_id=batch_id,
         status_code=response.status,
         error=response.error,
-        batch_size=len(events),
+        batch_size=size,
         latency_ms=response.latency_ms,
-        first_event_id=events[0].pk if events else None,
-        last_event_id=events[-1].pk if events else None,
+        first_event_id=first_id,
+        last_event_id=last_id,
         **extra,
     )
-    if attempt.pk % 10 == 0:  # now and then: keep the last ATTEMPTS_KEPT
-        older = (
-            StreamAttempt.objects.filter(stream=stream)
-            .order_by("-id")
-            .values_list("id", flat=True)[ATTEMPTS_KEPT : ATTEMPTS_KEPT + 1]
-        )
-        if older:
-            StreamAttempt.objects.filter(stream=stream, id__lte=older[0]).delete()
+
+
+def _attempts_write(stream: Stream, attempts: list[StreamAttempt]) -> None:
+    """Saves `attempts` and keeps the stream's last ATTEMPTS_KEPT."""
+    if not attempts:
+        return
+    StreamAttempt.objects.bulk_create(attempts)
+    older = (
+        StreamAttempt.objects.filter(stream=stream)
+        .order_by("-id")
+        .values_list("id", flat=True)[ATTEMPTS_KEPT : ATTEMPTS_KEPT + 1]
+    )
+    if older:
+        StreamAttempt.objects.filter(stream=stream, id__lte=older[0]).delete()
 
 
 def _ok(status: int | None) -> bool:
@@ -394,46 +428,201 @@ def _ok(status: int | None) -> bool:
 
 
 SENT, MOVED, IDLE, FAILED, WAITING, LOST = "sent", "moved", "idle", "failed", "waiting", "lost"
+_FIELDS = (*EVENT_JSON_FIELDS, "action__key", "action_id", "product_kind")
 
 
-def stream_deliver_step(stream: Stream, sender: Sender, token: str) -> str:
-    """Sends the next batch of `stream` (held under lease `token`) and moves its cursor
-    on a 2xx; on a failure, backs off or pauses. Returns what happened."""
-    now = timezone.now()
-    if stream.next_attempt_at and stream.next_attempt_at > now:
-        return WAITING
-    events, position = stream_batch(stream)
-    if position is None:
-        return IDLE
-    if not events:  # only events the filters pass over
-        return MOVED if _cursor_move(stream, position, token, now=None) else LOST
-    batch_id = _batch_id(stream, events)
-    body = _body(stream, events, batch_id)
-    response = sender.post(body, _headers(stream, body, batch_id, now))
-    with transaction.atomic():
-        if _ok(response.status):
-            if not _cursor_move(stream, position, token, now=timezone.now()):
+@dataclass
+class Batch:
+    """The next events of a stream, ready to send: `size` events (0: only events the
+    filters pass over), the JSON body and the position the cursor moves to once they
+    are accepted."""
+
+    position: StreamPosition
+    size: int = 0
+    first_id: int | None = None
+    last_id: int | None = None
+    batch_id: str = ""
+    body: bytes = b""
+
+
+def batches_read(
+    stream: Stream, after: StreamPosition, actions: set[int] | None
+) -> tuple[list[Batch], bool]:
+    """The next batches past `after`, from one read of up to SCAN_SIZE events, each
+    serialized and ready to send ([]: nothing new), and whether the read was full
+    (more are likely waiting). One read for up to ten batches: on SQLite, fewer,
+    shorter reads leave the recorder's checkpoints alone. `actions`: the action ids
+    the stream's activity filter lets through (None: all)."""
+    rows, last = event_stream_rows(stream.organization, after, limit=SCAN_SIZE, fields=_FIELDS)
+    if last is None:
+        return [], False
+    full = len(rows) == SCAN_SIZE
+    if actions is not None or stream.product_kinds:
+        kinds = stream.product_kinds
+        rows = [
+            row
+            for row in rows
+            if (actions is None or row["action_id"] in actions)
+            and (not kinds or row["product_kind"] in kinds)
+        ]
+    batches = [_batch(stream, rows[i : i + BATCH_SIZE]) for i in range(0, len(rows), BATCH_SIZE)]
+    if not batches or batches[-1].position != last:  # the filters passed over the rest
+        batches.append(Batch(last))
+    return batches, full
+
+
+def _batch(stream: Stream, rows: list[dict]) -> Batch:
+    first_id, last_id, site_url = rows[0]["id"], rows[-1]["id"], settings.SITE_URL
+    batch_id = _batch_key(stream.pk, first_id, last_id, len(rows))
+    payload = {
+        "data": [event_row_json(row, site_url=site_url) for row in rows],
+        "meta": {"stream": str(stream.pk), "batch": batch_id, "test": False},
+    }
+    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+    position = (rows[-1]["txid"] or 0, last_id)
+    return Batch(position, len(rows), first_id, last_id, batch_id, body)
+
+
+class Delivery:
+    """One stream's delivery under lease `token`, batch after batch, in order.
+
+    The cursor and the attempts are kept in memory and written together at most once
+    every STREAM_FLUSH_SECONDS, when a batch fails, and when the delivery stops
+    (flush(), which stream_deliver_burst always calls): a write per batch would take
+    SQLite's one write lock fifty times a second from the recorder. A worker that dies
+    between two flushes leaves the cursor up to that interval behind: those batches
+    are sent again (at least once; same Idempotency-Key; order kept), none skipped.
+    Each flush moves the cursor only while `token` still holds the stream (lease) and
+    the stream is enabled, so a paused or taken-over stream stops within the interval.
+
+    Events are read up to ten batches at a time; while those are on the wire the next
+    ones are read and serialized in a second thread (read-ahead), so the database and
+    the receiver work at the same time."""
+
+    def __init__(self, stream: Stream, sender: Sender, token: str):
+        self.stream, self.sender, self.token = stream, sender, token
+        self.position: StreamPosition = (stream.cursor_txid, stream.cursor_id)
+        self.actions = _action_ids(stream.categories) if stream.categories else None
+        self.attempts: list[StreamAttempt] = []
+        self.moved = False  # the position is ahead of the written cursor
+        self.success_at: datetime | None = None
+        self.flushed = time.monotonic()
+        self.lost = False
+        self._ahead = None  # the read-ahead thread, made when a full batch is seen
+
+    def run(self, seconds: float) -> str:
+        """Sends batches for up to `seconds`, until caught up, a failure or a lost
+        lease; returns the outcome of the last step."""
+        deadline = time.monotonic() + seconds
+        batches, full = batches_read(self.stream, self.position, self.actions)
+        outcome = IDLE
+        try:
+            while batches and time.monotonic() < deadline:
+                following = self._read_ahead(batches[-1].position) if full else None
+                for batch in batches:
+                    outcome = self.send(batch)
+                    if outcome not in (SENT, MOVED):
+                        return outcome
+                if following is not None:
+                    batches, full = following.result()
+                else:
+                    batches, full = batches_read(self.stream, self.position, self.actions)
+            return outcome if batches else IDLE
+        finally:
+            if self._ahead is not None:
+                self._ahead.submit(connections.close_all)  # the thread's own connection
+                self._ahead.shutdown(wait=True)
+
+    def _read_ahead(self, after: StreamPosition) -> Future:
+        if self._ahead is None:
+            self._ahead = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stream-read")
+        return self._ahead.submit(batches_read, self.stream, after, self.actions)
+
+    def send(self, batch: Batch) -> str:
+        """Sends `batch`; on a 2xx moves the position (written at the next flush); on a
+        failure, flushes, then backs off or pauses."""
+        if batch.size:
+            now = timezone.now()
+            response = self.sender.post(
+                batch.body, _headers(self.stream, batch.body, batch.batch_id, now)
+            )
+            attempt = _attempt(
+                self.stream, batch.batch_id, response, batch.size, batch.first_id, batch.last_id
+            )
+            if not _ok(response.status):
+                return self._failed(response, attempt)
+            self.attempts.append(attempt)
+            self.success_at = timezone.now()
+        self.position, self.moved = batch.position, True
+        if time.monotonic() - self.flushed >= settings.STREAM_FLUSH_SECONDS:
+            if not self.flush():
                 return LOST
-            outcome = SENT
-        else:
-            outcome = _failure(stream, response, token)
-            if outcome == LOST:
-                return LOST
-        _attempt_save(stream, events, batch_id, response)
-    return outcome
+        return SENT if batch.size else MOVED
 
+    def flush(self) -> bool:
+        """Writes the position and the attempts since the last flush; False if the
+        lease was lost or the stream paused (nothing is written then)."""
+        self.flushed = time.monotonic()
+        if self.lost:
+            return False
+        if not (self.moved or self.attempts):
+            return True
+        fields = {"cursor_txid": self.position[0], "cursor_id": self.position[1]}
+        if self.success_at is not None:
+            fields |= {"failures": 0, "first_failure_at": None, "next_attempt_at": None}
+            fields |= {"last_error": "", "last_success_at": self.success_at}
+        with transaction.atomic():
+            if not self._update(fields):
+                self.lost = True
+                return False
+            _attempts_write(self.stream, self.attempts)
+        self.attempts, self.moved, self.success_at = [], False, None
+        return True
 
-def _cursor_move(stream: Stream, position: StreamPosition, token: str, now) -> bool:
-    """Moves the cursor if `token` still holds the stream; success resets failures."""
-    fields = {"cursor_txid": position[0], "cursor_id": position[1]}
-    if now is not None:
-        fields |= {"failures": 0, "first_failure_at": None, "next_attempt_at": None}
-        fields |= {"last_error": "", "last_success_at": now}
-    moved = Stream.objects.filter(pk=stream.pk, lease_owner=token, enabled=True).update(**fields)
-    if moved:
+    def _update(self, fields: dict) -> bool:
+        stream = self.stream
+        held = Stream.objects.filter(pk=stream.pk, lease_owner=self.token, enabled=True)
+        if not held.update(**fields):
+            return False
         for field, value in fields.items():
             setattr(stream, field, value)
-    return bool(moved)
+        return True
+
+    def _failed(self, response, attempt: StreamAttempt) -> str:
+        if not self.flush():
+            return LOST
+        with transaction.atomic():
+            outcome = _failure(self.stream, response, self.token)
+            if outcome == LOST:
+                self.lost = True
+                return LOST
+            _attempts_write(self.stream, [attempt])
+        return outcome
+
+
+def stream_deliver_burst(stream_id: int, token: str, seconds: float = BURST_SECONDS) -> str:
+    """Delivers one stream held under lease `token` batch after batch, for up to
+    `seconds`, until it is caught up, waits for a retry, fails or is paused; what it
+    sent is written (flushed) before it returns, whatever happened."""
+    stream = (
+        Stream.objects.select_related("organization__plan")
+        .filter(pk=stream_id, lease_owner=token, enabled=True)
+        .first()
+    )
+    if stream is None:
+        return LOST
+    if stream.next_attempt_at and stream.next_attempt_at > timezone.now():
+        return WAITING
+    sender = Sender(stream.url)  # resolved and checked again on its first send
+    delivery = Delivery(stream, sender, token)
+    try:
+        outcome = delivery.run(seconds)
+    finally:
+        try:
+            flushed = delivery.flush()
+        finally:
+            sender.close()
+    return outcome if flushed or outcome not in (SENT, MOVED, IDLE) else LOST
 
 
 def _failure(stream: Stream, response, token: str) -> str:
@@ -515,48 +704,33 @@ def stream_test_send(stream_id: int, event_id: int | None) -> str:
     return response.error or str(response.status)
 
 
-def stream_deliver_burst(stream_id: int, token: str, seconds: float = BURST_SECONDS) -> str:
-    """Delivers one stream held under lease `token` batch after batch, for up to
-    `seconds`, until it is caught up, waits for a retry, fails or is paused."""
-    stream = (
-        Stream.objects.select_related("organization__plan")
-        .filter(pk=stream_id, lease_owner=token, enabled=True)
-        .first()
-    )
-    if stream is None:
-        return LOST
-    sender = Sender(stream.url)  # resolved and checked again on its first send
-    deadline, outcome = time.monotonic() + seconds, IDLE
-    try:
-        while time.monotonic() < deadline:
-            outcome = stream_deliver_step(stream, sender, token)
-            if outcome not in (SENT, MOVED):
-                break
-    finally:
-        sender.close()
-    return outcome
-
-
 def leases_take(token: str, now: datetime | None = None) -> list[int]:
-    """Takes (or renews) the lease on every enabled stream that is free or already
-    held by `token`; returns their ids. One UPDATE: atomic on both databases."""
+    """Takes the lease on every enabled stream that is free, renews those `token`
+    holds once half their lease has run (not at every poll: on SQLite each write takes
+    the recorder's lock), and returns the ids of those `token` holds. One UPDATE:
+    atomic on both databases."""
     now = now or timezone.now()
-    until = now + timedelta(seconds=settings.STREAM_LEASE_SECONDS)
-    free = Q(lease_until__isnull=True) | Q(lease_until__lt=now) | Q(lease_owner=token)
+    lease = timedelta(seconds=settings.STREAM_LEASE_SECONDS)
+    free = Q(lease_until__isnull=True) | Q(lease_until__lt=now)
+    ours = Q(lease_owner=token)
     candidates = list(
         Stream.objects.filter(
-            free,
+            free | ours,
             enabled=True,
             organization__plan__streaming=True,
             organization__plan__audit_log=True,
         ).values_list("pk", flat=True)
     )
+    if not candidates:
+        return []
     # The conditions again on the rows themselves, without a join: PostgreSQL re-checks
     # them on a row another loop has just leased (a subquery would not be re-checked).
-    taken = Stream.objects.filter(free, enabled=True, pk__in=candidates)
-    if not candidates or not taken.update(lease_owner=token, lease_until=until):
-        return []
-    return list(Stream.objects.filter(lease_owner=token, enabled=True).values_list("pk", flat=True))
+    due = free | (ours & Q(lease_until__lt=now + lease / 2))
+    Stream.objects.filter(due, enabled=True, pk__in=candidates).update(
+        lease_owner=token, lease_until=now + lease
+    )
+    held = Stream.objects.filter(ours, enabled=True, pk__in=candidates)
+    return list(held.values_list("pk", flat=True))
 
 
 def leases_release(token: str) -> None:
@@ -577,6 +751,23 @@ def lease_token() -> str:
     """A delivery loop's name on the streams it holds (Stream.lease_owner): host, pid and
     a random part, so whoever looks (the admin, a test) can tell which worker holds it."""
     return f"{socket.gethostname()[:24]}:{os.getpid()}:{uuid.uuid4().hex[:16]}"
+
+
+def _pause(poll: float, bursts: list[Future]) -> None:
+    """Waits `poll` seconds, less if a burst ends with more to send: it is started
+    again at once rather than at the next poll (a backlog is sent without gaps)."""
+    end = time.monotonic() + poll
+    pending = [f for f in bursts if not f.done()]
+    while pending:
+        done, _ = wait(
+            pending, timeout=max(0.0, end - time.monotonic()), return_when=FIRST_COMPLETED
+        )
+        if any(f.result() in (SENT, MOVED) for f in done):
+            return
+        pending = [f for f in pending if f not in done]
+        if time.monotonic() >= end:
+            return
+    time.sleep(max(0.0, end - time.monotonic()))
 
 
 def streams_deliver_loop(
@@ -603,7 +794,7 @@ def streams_deliver_loop(
                 rounds += 1
                 if time.monotonic() >= deadline:
                     break
-                time.sleep(poll)
+                _pause(poll, list(running.values()))
         finally:
             for future in running.values():
                 future.result()

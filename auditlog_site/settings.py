@@ -338,16 +338,24 @@ STREAM_ALLOW_PRIVATE_HOSTS = envbool("STREAM_ALLOW_PRIVATE_HOSTS", str(DEBUG or 
 STREAM_REQUIRE_HTTPS = envbool("STREAM_REQUIRE_HTTPS", str(not (DEBUG or TESTING)))
 # A stream is paused after this many consecutive failed deliveries spanning at least
 # this many minutes; between tries it waits 1 s, 2 s, 4 s ... at most
-# STREAM_RETRY_MAX_SECONDS, each with jitter.
+# STREAM_RETRY_MAX_SECONDS, each with jitter. The cap is short on purpose: the next try
+# is also how delivery notices that the receiver is back, and a SIEM wants its backlog
+# within seconds of an outage, not minutes (one request per 5-10 s to a receiver that
+# is down costs nothing).
 STREAM_PAUSE_AFTER_FAILURES = envint("STREAM_PAUSE_AFTER_FAILURES", 10)
 STREAM_PAUSE_AFTER_MINUTES = envint("STREAM_PAUSE_AFTER_MINUTES", 30)
-STREAM_RETRY_MAX_SECONDS = envint("STREAM_RETRY_MAX_SECONDS", 300)
+STREAM_RETRY_MAX_SECONDS = envint("STREAM_RETRY_MAX_SECONDS", 10)
 # The delivery loop (audit.tasks.streams_deliver): looks for new events every
 # STREAM_POLL seconds for STREAM_LOOP_SECONDS, then hands over to a fresh task; a
 # worker's hold on a stream lapses STREAM_LEASE_SECONDS after its last renewal.
 STREAM_POLL = float(os.getenv("STREAM_POLL", "0.5"))
 STREAM_LOOP_SECONDS = envint("STREAM_LOOP_SECONDS", 55)
 STREAM_LEASE_SECONDS = envint("STREAM_LEASE_SECONDS", 30)
+# A delivering stream writes its cursor and its delivery log at most this often (and
+# when it stops or a batch fails), not after every batch: on SQLite each write takes
+# the one write lock the recorder needs. A worker that dies loses at most this much
+# progress: those batches are sent again (at least once, in order).
+STREAM_FLUSH_SECONDS = float(os.getenv("STREAM_FLUSH_SECONDS", "1.0"))
 # After a secret rotation the previous secret signs too, for this many hours.
 STREAM_SECRET_GRACE_HOURS = envint("STREAM_SECRET_GRACE_HOURS", 24)
 

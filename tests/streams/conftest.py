@@ -43,6 +43,7 @@ class Receiver:
     requests: list[Request] = field(default_factory=list)
     statuses: list[int] = field(default_factory=list)  # answered in turn, then `status`
     status: int = 204
+    on_request: object = None  # called with the Request before it is answered
 
     @property
     def url(self) -> str:
@@ -74,7 +75,10 @@ def receiver():
             rec = state["receiver"]
             body = self.rfile.read(int(self.headers["Content-Length"]))
             status = rec.statuses.pop(0) if rec.statuses else rec.status
-            rec.requests.append(Request(self.path, dict(self.headers), body, status))
+            request = Request(self.path, dict(self.headers), body, status)
+            if rec.on_request is not None:
+                rec.on_request(request)
+            rec.requests.append(request)
             self.send_response(status)
             self.send_header("Content-Length", "0")
             self.end_headers()
@@ -101,15 +105,15 @@ def settled() -> None:
     """PostgreSQL: wait until every committed event is below the stream horizon."""
     if connection.vendor != "postgresql":
         return
+    from audit.selectors import _stream_horizon
+
     newest = Event.objects.aggregate(m=Max("txid"))["m"] or 0
     deadline = time.monotonic() + 30
-    with connection.cursor() as cursor:
-        while time.monotonic() < deadline:
-            cursor.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
-            if cursor.fetchone()[0] > newest:
-                return
-            time.sleep(0.1)
-    pytest.skip("another transaction on the server holds the stream horizon back")
+    while time.monotonic() < deadline:
+        if _stream_horizon() > newest:
+            return
+        time.sleep(0.1)
+    pytest.skip("another transaction in this database holds the stream horizon back")
 
 
 def deliver(stream: Stream, *, rounds: int = 50) -> str:

@@ -200,6 +200,36 @@ def test_an_event_committed_late_is_still_delivered_in_order(org, receiver):
     assert len(got) == len(set(got))
 
 
+def test_a_transaction_in_another_database_does_not_hold_the_stream_back(org, receiver):
+    """The horizon is this database's oldest running transaction, not the server's:
+    a long transaction elsewhere on the server cannot write an event here."""
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL's horizon")
+    import psycopg
+
+    from audit.selectors import _stream_horizon
+
+    db = connection.settings_dict
+    params = {"host": db["HOST"], "port": db["PORT"], "user": db["USER"]}
+    other = psycopg.connect(dbname="postgres", password=db["PASSWORD"] or None, **params)
+    try:
+        (xid,) = other.execute("SELECT pg_current_xact_id()::text::bigint").fetchone()
+        stream, _ = make_stream(org, receiver.url)
+        ids = record_many(org, 3)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+            assert cursor.fetchone()[0] <= xid, "the server's oldest is the other one"
+        assert _stream_horizon() > max(Event.objects.values_list("txid", flat=True))
+        leases_take("t")
+        from audit.streams import stream_deliver_burst
+
+        stream_deliver_burst(stream.pk, "t")
+        assert receiver.accepted_ids() == ids, "delivered while the other one runs"
+    finally:
+        other.rollback()
+        other.close()
+
+
 def test_only_one_loop_holds_a_stream(org, receiver):
     stream, _ = make_stream(org, receiver.url)
     assert leases_take("one") == [stream.pk]
