@@ -88,6 +88,8 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
             ],
+            # {% url %} that remembers its answers (orgs/templatetags/cached_url.py).
+            "builtins": ["orgs.templatetags.cached_url"],
         },
     },
 ]
