@@ -13,6 +13,7 @@ location) the events themselves, which is exact.
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from functools import cached_property
 
 from django.db import connection
 from django.db.models import CharField, Count, Func, Sum
@@ -104,9 +105,15 @@ class Chart:
     def peak_display(self) -> str:
         return f"{self.peak:,}"
 
-    @property
+    @cached_property
     def busiest(self) -> Bar | None:
         return max(self.bars, key=lambda b: b.count) if self.total else None
+
+    @property
+    def busiest_day(self) -> str:
+        """The busiest day as the heading names it: "Thu 19 Nov"."""
+        day = self.busiest.day if self.busiest else None
+        return f"{DAY_NAMES[day.weekday()]} {day.day} {MONTH_NAMES[day.month - 1]}" if day else ""
 
     @property
     def description(self) -> str:
@@ -120,9 +127,10 @@ class Chart:
             text += f"; busiest day {self.busiest.label}"
         return text + "."
 
-    # The two below are built here rather than in the template (180 bars through
-    # template tags cost ~10 ms), and without escaping: every value is a number or a
-    # date this module formatted, never user input.
+    # The three below are built here rather than in the template (180 bars through
+    # template tags cost ~10 ms, the axis's seven labels ~0.5 ms), and without
+    # escaping: every value is a number or a date this module formatted, never user
+    # input.
 
     def bars_svg(self) -> SafeString:
         """The bars as SVG rects, each with a <title> tooltip; empty days draw nothing."""
@@ -139,6 +147,21 @@ class Chart:
         return mark_safe(
             "".join(f"<tr><td>{b.day_display}</td><td>{b.count:,}</td></tr>" for b in self.bars)
         )
+
+    def axis_svg(self) -> SafeString:
+        """The x axis's date labels (ticks) as SVG text: the first and last at the
+        edges, the others centred under their bars."""
+        ticks, parts = self.ticks, []
+        for n, bar in enumerate(ticks):
+            if n == 0:
+                x, anchor = "0", "start"
+            elif n == len(ticks) - 1:
+                x, anchor = "100", "end"
+            else:
+                x, anchor = bar.center_percent, "middle"
+            label = f"{bar.day.day} {MONTH_NAMES[bar.day.month - 1]}"
+            parts.append(f'<text x="{x}%" y="1em" text-anchor="{anchor}">{label}</text>')
+        return mark_safe("".join(parts))
 
     @property
     def ticks(self) -> list[Bar]:

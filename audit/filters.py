@@ -43,7 +43,7 @@ and run later covers the same window the admin was looking at.
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import cached_property
+from functools import cached_property, lru_cache
 from zoneinfo import ZoneInfo
 
 from django import forms
@@ -52,7 +52,7 @@ from django.utils.safestring import mark_safe
 
 from orgs.models import Organization
 
-from .catalogue import ACTIONS, CATEGORIES, CATEGORY_BY_KEY
+from .catalogue import ACTIONS, CATEGORIES
 from .forms import (
     MAX_SEARCH_LENGTH,
     RANGE_CHOICES,
@@ -75,22 +75,38 @@ MAX_LOCATION_LENGTH = 2000
 ROW_FILTERS = ("actor", "ip", "product", "location")
 
 
+def _recorded_categories(plan) -> tuple[str, ...]:
+    """The keys of the categories `plan` records: all that the lists below depend on,
+    so they are worked out once per process for each combination."""
+    if not plan.audit_log:
+        return ()
+    return tuple(c.key for c in CATEGORIES if getattr(plan, c.plan_field))
+
+
 def plan_actions(plan) -> list:
     """The catalogue actions whose category `plan` records, in catalogue order."""
-    if not plan.audit_log:
-        return []
-    return [a for a in ACTIONS if getattr(plan, CATEGORY_BY_KEY[a.category].plan_field)]
+    return list(_actions_of(_recorded_categories(plan)))
 
 
 def action_choices(plan) -> list[tuple[str, list[tuple[str, str]]]]:
     """Activity choices grouped by category, as the Activity filter offers them."""
-    actions = plan_actions(plan)
+    return [(label, list(members)) for label, members in _choices_of(_recorded_categories(plan))]
+
+
+@lru_cache(maxsize=64)
+def _actions_of(categories: tuple[str, ...]) -> tuple:
+    return tuple(a for a in ACTIONS if a.category in categories)
+
+
+@lru_cache(maxsize=64)
+def _choices_of(categories: tuple[str, ...]) -> tuple:
+    actions = _actions_of(categories)
     groups = []
     for category in CATEGORIES:
-        members = [(a.key, a.label) for a in actions if a.category == category.key]
+        members = tuple((a.key, a.label) for a in actions if a.category == category.key)
         if members:
             groups.append((category.label, members))
-    return groups
+    return tuple(groups)
 
 
 class InstantField(DateOrTimeField):
@@ -238,7 +254,8 @@ class EventFilter(EventFilterForm):
         self.org = org
         self.tz = tz or ZoneInfo("UTC")
         self.now = now or timezone.now()
-        self.fields["action"].choices = action_choices(org.plan)
+        self.categories = _recorded_categories(org.plan)
+        self.fields["action"].choices = _choices_of(self.categories)
         retention_day = self.retention_start.astimezone(self.tz).date().isoformat()
         today = self.now.astimezone(self.tz).date().isoformat()
         for name in ("from", "to"):
@@ -288,7 +305,7 @@ class EventFilter(EventFilterForm):
         """Activity ids to filter on; [] means every activity (also when every one the
         plan records is chosen, which is the same set and a cheaper query)."""
         keys = self.cleaned_data["action"]
-        if not keys or len(keys) >= len(plan_actions(self.org.plan)):
+        if not keys or len(keys) >= len(_actions_of(self.categories)):
             return []
         return [activity_for_key(k).pk for k in keys]
 
@@ -391,6 +408,18 @@ class EventFilter(EventFilterForm):
         value = data.get("range") or RANGE_DEFAULT
         return value if value in RANGE_LABELS else RANGE_DEFAULT
 
+    def range_options(self) -> str:
+        """The Date range control's options as HTML, the current preset selected."""
+        current = self.range_value
+        return mark_safe(  # noqa: S308 - every value is escaped by html_text
+            "".join(
+                f'<option value="{html_text(value)}"{" selected" if value == current else ""}>'
+                f"{html_text(label)}</option>"
+                for value, label in self.fields["range"].choices
+            )
+        )
+
+    @cached_property
     def activity_groups(self) -> list[tuple[str, list[tuple[str, str, bool]]]]:
         """The Activity choices by category, each with whether it is ticked."""
         getlist = getattr(self.data, "getlist", None)
@@ -398,7 +427,7 @@ class EventFilter(EventFilterForm):
         chosen = set([raw] if isinstance(raw, str) else raw)
         return [
             (category, [(key, label, key in chosen) for key, label in members])
-            for category, members in action_choices(self.org.plan)
+            for category, members in _choices_of(self.categories)
         ]
 
     def activity_fieldsets(self) -> str:
@@ -415,13 +444,13 @@ class EventFilter(EventFilterForm):
                     for key, label, on in actions
                 )
                 + "</fieldset>"
-                for category, actions in self.activity_groups()
+                for category, actions in self.activity_groups
             )
         )
 
     @property
     def activity_summary(self) -> str:
-        ticked = [label for _, members in self.activity_groups() for _, label, on in members if on]
+        ticked = [label for _, members in self.activity_groups for _, label, on in members if on]
         if not ticked:
             return "All activities"
         if len(ticked) == 1:
