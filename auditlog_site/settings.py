@@ -204,6 +204,8 @@ WHITENOISE_USE_FINDERS = DEBUG or TESTING
 # Exports live here, outside anything served over HTTP.
 PRIVATE_STORAGE_DIR = Path(os.getenv("PRIVATE_STORAGE_DIR", VAR_DIR / "private"))
 
+# Django's database sessions, read by a written-out SELECT (orgs/sessions.py).
+SESSION_ENGINE = "orgs.sessions"
 SESSION_COOKIE_AGE = envint("SESSION_COOKIE_AGE", 60 * 60 * 12)
 SESSION_EXPIRE_AT_BROWSER_CLOSE = True
 SESSION_COOKIE_HTTPONLY = True
