@@ -122,6 +122,36 @@ def _choices_of(categories: tuple[str, ...]) -> _Choices:
     return _Choices(tuple(groups))
 
 
+@lru_cache(maxsize=64)
+def _keys_of(categories: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(a.key for a in _actions_of(categories))
+
+
+@lru_cache(maxsize=512)
+def _groups_of(categories: tuple[str, ...], ticked: frozenset[str]) -> list:
+    return [
+        (category, [(key, label, key in ticked) for key, label in members])
+        for category, members in _choices_of(categories)
+    ]
+
+
+@lru_cache(maxsize=512)
+def _fieldsets_html(categories: tuple[str, ...], ticked: frozenset[str]) -> str:
+    h = html_text
+    return mark_safe(  # noqa: S308 - every value is escaped by html_text
+        "\n".join(
+            f"<fieldset><legend>{h(category)}</legend>"
+            + "".join(
+                f'<label class="check"><input type="checkbox" name="action" '
+                f'value="{h(key)}"{" checked" if on else ""}> {h(label)}</label>'
+                for key, label, on in actions
+            )
+            + "</fieldset>"
+            for category, actions in _groups_of(categories, ticked)
+        )
+    )
+
+
 class InstantField(DateOrTimeField):
     """A date or ISO instant (DateOrTimeField), or epoch milliseconds as the API sends."""
 
@@ -331,6 +361,10 @@ class EventFilter(EventFilterForm):
 
     def summary(self) -> list[str]:
         """Short human phrases for the filters in force, for the export dialog and email."""
+        return list(self._summary)
+
+    @cached_property  # the page shows it twice; the filter never changes once made
+    def _summary(self) -> list[str]:
         if not self.is_valid():
             return []
         d = self.cleaned_data
@@ -385,6 +419,10 @@ class EventFilter(EventFilterForm):
     def query_items(self) -> list[tuple[str, str]]:
         """The filters as the page's own query string (relative presets kept), for
         links that keep them: paging, detail and back."""
+        return list(self._query_items)
+
+    @cached_property  # the page, its links and the export dialog each ask for it
+    def _query_items(self) -> list[tuple[str, str]]:
         if not self.is_valid():
             return []
         d = self.cleaned_data
@@ -433,33 +471,24 @@ class EventFilter(EventFilterForm):
         )
 
     @cached_property
-    def activity_groups(self) -> list[tuple[str, list[tuple[str, str, bool]]]]:
-        """The Activity choices by category, each with whether it is ticked."""
+    def _ticked(self) -> frozenset[str]:
+        """The activities ticked in the raw input that the dropdown offers."""
         getlist = getattr(self.data, "getlist", None)
         raw = getlist("action") if getlist else self.data.get("action") or []
         chosen = set([raw] if isinstance(raw, str) else raw)
-        return [
-            (category, [(key, label, key in chosen) for key, label in members])
-            for category, members in _choices_of(self.categories)
-        ]
+        return frozenset(k for k in chosen if k in _keys_of(self.categories))
+
+    @cached_property
+    def activity_groups(self) -> list[tuple[str, list[tuple[str, str, bool]]]]:
+        """The Activity choices by category, each with whether it is ticked."""
+        return _groups_of(self.categories, self._ticked)
 
     def activity_fieldsets(self) -> str:
         """The Activity dropdown's checkboxes, a fieldset per category, as HTML: made
         here because a template loop over a hundred checkboxes cost as much server time
-        as the rest of the page."""
-        h = html_text
-        return mark_safe(  # noqa: S308 - every value is escaped by html_text
-            "\n".join(
-                f"<fieldset><legend>{h(category)}</legend>"
-                + "".join(
-                    f'<label class="check"><input type="checkbox" name="action" '
-                    f'value="{h(key)}"{" checked" if on else ""}> {h(label)}</label>'
-                    for key, label, on in actions
-                )
-                + "</fieldset>"
-                for category, actions in self.activity_groups
-            )
-        )
+        as the rest of the page, and kept per set of categories and ticks (most pages
+        tick none)."""
+        return _fieldsets_html(self.categories, self._ticked)
 
     @property
     def activity_summary(self) -> str:
