@@ -20,6 +20,7 @@ from django.conf import settings
 from django.core import signing
 from django.db import connection
 from django.db.models import BooleanField, Q, QuerySet, Value
+from django.db.models.base import ModelState
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Lower
 from django.db.models.lookups import Exact
@@ -261,10 +262,21 @@ def event_slice(
     order = ("occurred_at", "id") if newer else ("-occurred_at", "-id")
     if columns is None:
         return list(qs.select_related("action").order_by(*order)[:limit])
-    events = list(qs.only(*columns).order_by(*order)[:limit])
-    for event in events:
-        event.action = activity_by_id(event.action_id)
-    return events
+    rows = qs.values_list(*columns).order_by(*order)[:limit]
+    return [_event_of(columns, values, rows.db) for values in rows]
+
+
+def _event_of(columns: Sequence[str], values: tuple, db: str) -> Event:
+    """An Event of these column values, as Model.from_db makes it (the columns left out
+    are deferred: absent from its __dict__) but without its per-field loop and init
+    signals, which cost ten times as much for a page of fifty (Event has no init
+    receivers). Its activity is the catalogue's (activity_by_id)."""
+    event = Event.__new__(Event)
+    state = event._state = ModelState()
+    state.adding, state.db = False, db
+    event.__dict__.update(zip(columns, values, strict=True))
+    state.fields_cache["action"] = activity_by_id(event.action_id)
+    return event
 
 
 # -- pages --------------------------------------------------------------------------------
