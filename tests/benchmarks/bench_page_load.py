@@ -86,17 +86,17 @@ def signed_in_cookie(org) -> str:
     return "; ".join(f"{name}={value}" for name, value in sorted(cookies.items()))
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of these processes so far (/proc/<pid>/stat)."""
+def cpu_seconds(pids: list[int]) -> tuple[float, float]:
+    """User and system CPU time of these processes so far (/proc/<pid>/stat)."""
     ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
+    user = system = 0
     for pid in pids:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except FileNotFoundError:
             continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / ticks
+        user, system = user + int(fields[11]), system + int(fields[12])  # utime, stime
+    return user / ticks, system / ticks
 
 
 def children(pid: int) -> list[int]:
@@ -207,7 +207,7 @@ def main() -> None:
         load_before = os.getloadavg()
         cpu_before, started = cpu_seconds(pids), time.monotonic()
         out = wrk(url, cookie, args, args.duration)
-        cpu, wall = cpu_seconds(pids) - cpu_before, time.monotonic() - started
+        cpu_after, wall = cpu_seconds(pids), time.monotonic() - started
         load_after = os.getloadavg()
     finally:
         server.send_signal(signal.SIGTERM)
@@ -218,6 +218,8 @@ def main() -> None:
             server.wait()
         shutil.rmtree(static_root, ignore_errors=True)
 
+    user, system = (after - before for after, before in zip(cpu_after, cpu_before, strict=True))
+    cpu = user + system
     requests = int(re.search(r"(\d+) requests in", out).group(1))
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     latency = dict(re.findall(r"^\s+(50|90|99)%\s+(\S+)\s*$", out, re.MULTILINE))
@@ -238,9 +240,12 @@ def main() -> None:
         f"errors           {errors.group(1) if errors else 'no socket errors'}; "
         f"{non_2xx.group(1) if non_2xx else 0} non-2xx/3xx"
     )
+    per = 1000 / max(requests, 1)
     print(
-        f"server CPU       {cpu * 1000 / max(requests, 1):.2f} ms per request "
-        f"({cpu:.1f} s CPU in {wall:.1f} s; {cpu / wall:.2f} cores busy)"
+        f"server CPU       {cpu * per:.2f} ms per request: {user * per:.2f} ms user (Python), "
+        f"{system * per:.2f} ms system (sockets, a TCP connection per request: sync "
+        f"workers do not keep connections alive) ({cpu:.1f} s CPU in {wall:.1f} s; "
+        f"{cpu / wall:.2f} cores busy)"
     )
     print(
         "load average     before "
