@@ -43,16 +43,17 @@ and run later covers the same window the admin was looking at.
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import cached_property
+from functools import cached_property, lru_cache
 from zoneinfo import ZoneInfo
 
 from django import forms
 from django.utils import timezone
+from django.utils.choices import BaseChoiceIterator
 from django.utils.safestring import mark_safe
 
 from orgs.models import Organization
 
-from .catalogue import ACTIONS, CATEGORIES, CATEGORY_BY_KEY
+from .catalogue import ACTIONS, CATEGORIES
 from .forms import (
     MAX_SEARCH_LENGTH,
     RANGE_CHOICES,
@@ -75,22 +76,80 @@ MAX_LOCATION_LENGTH = 2000
 ROW_FILTERS = ("actor", "ip", "product", "location")
 
 
+def _recorded_categories(plan) -> tuple[str, ...]:
+    """The keys of the categories `plan` records: all that the lists below depend on,
+    so they are worked out once per process for each combination."""
+    if not plan.audit_log:
+        return ()
+    return tuple(c.key for c in CATEGORIES if getattr(plan, c.plan_field))
+
+
 def plan_actions(plan) -> list:
     """The catalogue actions whose category `plan` records, in catalogue order."""
-    if not plan.audit_log:
-        return []
-    return [a for a in ACTIONS if getattr(plan, CATEGORY_BY_KEY[a.category].plan_field)]
+    return list(_actions_of(_recorded_categories(plan)))
 
 
 def action_choices(plan) -> list[tuple[str, list[tuple[str, str]]]]:
     """Activity choices grouped by category, as the Activity filter offers them."""
-    actions = plan_actions(plan)
+    return [(label, list(members)) for label, members in _choices_of(_recorded_categories(plan))]
+
+
+@lru_cache(maxsize=64)
+def _actions_of(categories: tuple[str, ...]) -> tuple:
+    return tuple(a for a in ACTIONS if a.category in categories)
+
+
+class _Choices(BaseChoiceIterator):
+    """Choices already in Django's normalized shape: a ChoiceField and its widget take
+    a BaseChoiceIterator as it is, where a list is normalized again (a hundred
+    activities, twice) each time a filter is made."""
+
+    def __init__(self, groups: tuple):
+        self.groups = groups
+
+    def __iter__(self):
+        return iter(self.groups)
+
+
+@lru_cache(maxsize=64)
+def _choices_of(categories: tuple[str, ...]) -> _Choices:
+    actions = _actions_of(categories)
     groups = []
     for category in CATEGORIES:
-        members = [(a.key, a.label) for a in actions if a.category == category.key]
+        members = tuple((a.key, a.label) for a in actions if a.category == category.key)
         if members:
             groups.append((category.label, members))
-    return groups
+    return _Choices(tuple(groups))
+
+
+@lru_cache(maxsize=64)
+def _keys_of(categories: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(a.key for a in _actions_of(categories))
+
+
+@lru_cache(maxsize=512)
+def _groups_of(categories: tuple[str, ...], ticked: frozenset[str]) -> list:
+    return [
+        (category, [(key, label, key in ticked) for key, label in members])
+        for category, members in _choices_of(categories)
+    ]
+
+
+@lru_cache(maxsize=512)
+def _fieldsets_html(categories: tuple[str, ...], ticked: frozenset[str]) -> str:
+    h = html_text
+    return mark_safe(  # noqa: S308 - every value is escaped by html_text
+        "\n".join(
+            f"<fieldset><legend>{h(category)}</legend>"
+            + "".join(
+                f'<label class="check"><input type="checkbox" name="action" '
+                f'value="{h(key)}"{" checked" if on else ""}> {h(label)}</label>'
+                for key, label, on in actions
+            )
+            + "</fieldset>"
+            for category, actions in _groups_of(categories, ticked)
+        )
+    )
 
 
 class InstantField(DateOrTimeField):
@@ -238,7 +297,8 @@ class EventFilter(EventFilterForm):
         self.org = org
         self.tz = tz or ZoneInfo("UTC")
         self.now = now or timezone.now()
-        self.fields["action"].choices = action_choices(org.plan)
+        self.categories = _recorded_categories(org.plan)
+        self.fields["action"].choices = _choices_of(self.categories)
         retention_day = self.retention_start.astimezone(self.tz).date().isoformat()
         today = self.now.astimezone(self.tz).date().isoformat()
         for name in ("from", "to"):
@@ -288,7 +348,7 @@ class EventFilter(EventFilterForm):
         """Activity ids to filter on; [] means every activity (also when every one the
         plan records is chosen, which is the same set and a cheaper query)."""
         keys = self.cleaned_data["action"]
-        if not keys or len(keys) >= len(plan_actions(self.org.plan)):
+        if not keys or len(keys) >= len(_actions_of(self.categories)):
             return []
         return [activity_for_key(k).pk for k in keys]
 
@@ -301,6 +361,10 @@ class EventFilter(EventFilterForm):
 
     def summary(self) -> list[str]:
         """Short human phrases for the filters in force, for the export dialog and email."""
+        return list(self._summary)
+
+    @cached_property  # the page shows it twice; the filter never changes once made
+    def _summary(self) -> list[str]:
         if not self.is_valid():
             return []
         d = self.cleaned_data
@@ -355,6 +419,10 @@ class EventFilter(EventFilterForm):
     def query_items(self) -> list[tuple[str, str]]:
         """The filters as the page's own query string (relative presets kept), for
         links that keep them: paging, detail and back."""
+        return list(self._query_items)
+
+    @cached_property  # the page, its links and the export dialog each ask for it
+    def _query_items(self) -> list[tuple[str, str]]:
         if not self.is_valid():
             return []
         d = self.cleaned_data
@@ -391,37 +459,40 @@ class EventFilter(EventFilterForm):
         value = data.get("range") or RANGE_DEFAULT
         return value if value in RANGE_LABELS else RANGE_DEFAULT
 
-    def activity_groups(self) -> list[tuple[str, list[tuple[str, str, bool]]]]:
-        """The Activity choices by category, each with whether it is ticked."""
+    def range_options(self) -> str:
+        """The Date range control's options as HTML, the current preset selected."""
+        current = self.range_value
+        return mark_safe(  # noqa: S308 - every value is escaped by html_text
+            "".join(
+                f'<option value="{html_text(value)}"{" selected" if value == current else ""}>'
+                f"{html_text(label)}</option>"
+                for value, label in self.fields["range"].choices
+            )
+        )
+
+    @cached_property
+    def _ticked(self) -> frozenset[str]:
+        """The activities ticked in the raw input that the dropdown offers."""
         getlist = getattr(self.data, "getlist", None)
         raw = getlist("action") if getlist else self.data.get("action") or []
         chosen = set([raw] if isinstance(raw, str) else raw)
-        return [
-            (category, [(key, label, key in chosen) for key, label in members])
-            for category, members in action_choices(self.org.plan)
-        ]
+        return frozenset(k for k in chosen if k in _keys_of(self.categories))
+
+    @cached_property
+    def activity_groups(self) -> list[tuple[str, list[tuple[str, str, bool]]]]:
+        """The Activity choices by category, each with whether it is ticked."""
+        return _groups_of(self.categories, self._ticked)
 
     def activity_fieldsets(self) -> str:
         """The Activity dropdown's checkboxes, a fieldset per category, as HTML: made
         here because a template loop over a hundred checkboxes cost as much server time
-        as the rest of the page."""
-        h = html_text
-        return mark_safe(  # noqa: S308 - every value is escaped by html_text
-            "\n".join(
-                f"<fieldset><legend>{h(category)}</legend>"
-                + "".join(
-                    f'<label class="check"><input type="checkbox" name="action" '
-                    f'value="{h(key)}"{" checked" if on else ""}> {h(label)}</label>'
-                    for key, label, on in actions
-                )
-                + "</fieldset>"
-                for category, actions in self.activity_groups()
-            )
-        )
+        as the rest of the page, and kept per set of categories and ticks (most pages
+        tick none)."""
+        return _fieldsets_html(self.categories, self._ticked)
 
     @property
     def activity_summary(self) -> str:
-        ticked = [label for _, members in self.activity_groups() for _, label, on in members if on]
+        ticked = [label for _, members in self.activity_groups for _, label, on in members if on]
         if not ticked:
             return "All activities"
         if len(ticked) == 1:

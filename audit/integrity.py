@@ -32,6 +32,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from orgs.models import Organization
+from orgs.sqlrows import ModelColumns, table
 
 from . import verify
 from .models import Block, Event, IntegrityCheck, RetentionMark
@@ -577,14 +578,36 @@ def _utc(moment: datetime) -> str:
     return f"{moment.astimezone(UTC):%d %b %Y, %H:%M} UTC"
 
 
-def integrity_status(organization: Organization) -> Status:
-    check = latest_check(organization)
-    last = (
-        Block.objects.filter(organization=organization)
-        .defer("leaves")
-        .order_by("-sequence")
-        .first()
+_CHECK = ModelColumns(IntegrityCheck, "c")
+_BLOCK = ModelColumns(
+    Block, "b", tuple(f.attname for f in Block._meta.concrete_fields if f.name != "leaves")
+)
+
+
+def _latest_check_and_block(organization: Organization) -> tuple:
+    """latest_check() and the last block (without its leaves), written out
+    (orgs.sqlrows): the audit log page shows them on every request."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {_CHECK.sql()} FROM {table(IntegrityCheck)} c"
+            " WHERE c.organization_id = %s ORDER BY c.checked_at DESC LIMIT 1",
+            [organization.pk],
+        )
+        check = cursor.fetchone()
+        cursor.execute(
+            f"SELECT {_BLOCK.sql()} FROM {table(Block)} b"
+            " WHERE b.organization_id = %s ORDER BY b.sequence DESC LIMIT 1",
+            [organization.pk],
+        )
+        block = cursor.fetchone()
+    return (
+        _CHECK.instance(check) if check is not None else None,
+        _BLOCK.instance(block) if block is not None else None,
     )
+
+
+def integrity_status(organization: Organization) -> Status:
+    check, last = _latest_check_and_block(organization)
     if check is not None and not check.ok:
         return Status(
             "failed",

@@ -5,8 +5,9 @@ hourly counts (plain INSERTs on SQLite, COPY for PostgreSQL batches).
 Public surface: `Recorder` (build, then save inside a transaction), `record_specs`
 (many events, one transaction per chunk), `event_terms` (the one derivation of an
 event's search terms, which the retention purge uses too), the catalogue lookups
-(`activity_for_key`, `activity_cache_clear`, `activity_keys_by_id`), `plan_refusal`,
-`normalize_term` and `ip_valid`. Everything else here is private to recording.
+(`activity_for_key`, `activity_by_id`, `activity_cache_clear`, `activity_keys_by_id`),
+`plan_refusal`, `normalize_term` and `ip_valid`. Everything else here is private to
+recording.
 """
 
 import ipaddress
@@ -36,6 +37,7 @@ _USER = Event.ActorType.USER.value
 # The catalogue, read once per process: it changes only through migrations, and one
 # query per recording call would double the cost of a single event.
 _ACTIVITY_CACHE: dict[str, Activity] | None = None
+_ACTIVITY_BY_ID: tuple[dict[str, Activity], dict[int, Activity]] | None = None
 
 
 def _activities() -> dict[str, Activity]:
@@ -58,6 +60,23 @@ def activity_for_key(key: str) -> Activity:
     if activity is None:
         raise ValueError(f"Unknown activity {key!r}: add it to audit/catalogue.py")
     return activity
+
+
+def activity_by_id(activity_id: int) -> Activity:
+    """The catalogue's activity with this id (read once per process, as activity_for_key)."""
+    activity = _activities_by_id().get(activity_id)
+    if activity is None:  # added since this process read the catalogue
+        activity_cache_clear()
+        activity = _activities_by_id()[activity_id]
+    return activity
+
+
+def _activities_by_id() -> dict[int, Activity]:
+    global _ACTIVITY_BY_ID
+    by_key = _activities()
+    if _ACTIVITY_BY_ID is None or _ACTIVITY_BY_ID[0] is not by_key:
+        _ACTIVITY_BY_ID = (by_key, {a.pk: a for a in by_key.values()})
+    return _ACTIVITY_BY_ID[1]
 
 
 def activity_keys_by_id() -> dict[int, str]:

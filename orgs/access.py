@@ -1,30 +1,43 @@
 """The one place that decides who may administer an organization."""
 
 from django.core.exceptions import PermissionDenied
+from django.db import connection
 from django.http import Http404
 
-from .models import Membership, Organization, User
+from .models import Membership, Organization, Plan, User
+from .sqlrows import ModelColumns, table
+
+_ORG = ModelColumns(Organization, "o")
+_PLAN = ModelColumns(Plan, "p")
 
 
 def org_for_admin(user: User, org_id: int) -> Organization:
-    """The organization if `user` is one of its admins.
+    """The organization (its plan loaded) if `user` is one of its admins.
 
     Raises 404 when the user has no membership there (outsiders and staff alike
-    learn nothing about it) and 403 when they are a member without the admin role."""
-    membership = (
-        (
-            Membership.objects.select_related("organization__plan")
-            .filter(organization_id=org_id, user_id=user.pk)
-            .first()
-        )
-        if user.is_authenticated
-        else None
-    )
-    if membership is None:
+    learn nothing about it) and 403 when they are a member without the admin role.
+
+    One SELECT of the membership, organization and plan, written out (orgs.sqlrows):
+    every organization page runs it, and the ORM's select_related took most of its
+    time to build."""
+    row = None
+    if user.is_authenticated:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT m.role, {_ORG.sql()}, {_PLAN.sql()} FROM {table(Membership)} m"
+                f" JOIN {table(Organization)} o ON o.id = m.organization_id"
+                f" JOIN {table(Plan)} p ON p.id = o.plan_id"
+                " WHERE m.organization_id = %s AND m.user_id = %s",
+                [org_id, user.pk],
+            )
+            row = cursor.fetchone()
+    if row is None:
         raise Http404("No such organization")
-    if membership.role != Membership.Role.ADMIN:
+    if row[0] != Membership.Role.ADMIN:
         raise PermissionDenied("Only organization admins can do this")
-    return membership.organization
+    org = _ORG.instance(row[1 : 1 + len(_ORG)])
+    org.plan = _PLAN.instance(row[1 + len(_ORG) :])
+    return org
 
 
 def admin_orgs(user: User):

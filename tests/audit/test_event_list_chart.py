@@ -58,3 +58,31 @@ def test_the_chart_has_one_bar_per_day_of_the_range(org):
     assert chart.total == 1
     assert chart.busiest.label == "Thu 19 Nov 2026: 1 activity"
     assert "<title>Thu 19 Nov 2026: 1 activity</title>" in chart.bars_svg()
+
+
+def test_a_half_hour_zone_splits_its_days_where_its_midnight_falls(org):
+    # Kolkata is UTC+5:30 all year: SQLite sums per local day itself (one fixed offset).
+    at(
+        org,
+        datetime(2026, 11, 9, 18, 10, tzinfo=UTC),  # 9 Nov 23:40 IST
+        datetime(2026, 11, 9, 19, 10, tzinfo=UTC),  # 10 Nov 00:40 IST
+        datetime(2026, 11, 10, 2, 0, tzinfo=UTC),  # 10 Nov 07:30 IST
+    )
+    expected = {date(2026, 11, 9): 1, date(2026, 11, 10): 2}
+    assert counts(org, "Asia/Kolkata") == expected
+    assert counts(org, "Asia/Kolkata", action=["group_created"]) == expected
+    assert counts(org, "Asia/Kolkata", q="engineering") == expected
+
+
+def test_an_activity_filter_counts_across_a_clock_change(org):
+    at(
+        org,
+        datetime(2026, 11, 1, 3, 30, tzinfo=UTC),  # 31 Oct 23:30 EDT
+        datetime(2026, 11, 2, 4, 30, tzinfo=UTC),  # 1 Nov 23:30 EST
+        action="group_deleted",
+    )
+    at(org, datetime(2026, 11, 1, 5, 30, tzinfo=UTC))  # another activity: not counted
+    assert counts(org, "America/New_York", action=["group_deleted"]) == {
+        date(2026, 10, 31): 1,
+        date(2026, 11, 1): 1,
+    }

@@ -391,3 +391,19 @@ def test_a_page_either_way_from_a_position(org):
     assert [e.pk for e in newer] == [events[1].pk, events[0].pk]
     signed = cursor_make(middle, newer=True, scope="api", salt="api")
     assert cursor_read(signed, scope="api", salt="api") == (middle, True)
+
+
+def test_a_page_holds_its_columns_and_reads_the_rest_only_when_asked(org):
+    from audit.selectors import PAGE_COLUMNS
+
+    record(org, "group_created", context=[item("group", 1, "engineering")])
+    f = EventFilter({}, org=org, now=NOW)
+    assert f.is_valid()
+    (event,) = event_page(f, None, scope=str(org.pk)).events
+    stored = Event.objects.get(pk=event.pk)
+    for column in PAGE_COLUMNS:
+        assert getattr(event, column) == getattr(stored, column)
+    assert event.action.key == "group_created" and event.occurred_at.tzinfo is not None
+    assert "context" in event.get_deferred_fields()
+    assert event.context == stored.context  # deferred: read on demand, still right
+    assert event == stored and not event._state.adding
