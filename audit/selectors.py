@@ -1,15 +1,20 @@
 """Reads of audit events reused by the page, the export and the API.
 
 The filter (audit.filters.EventFilter) validates the parameters; the functions here
-turn its values into queries: `event_list` (a queryset, newest first, for the export),
-`event_slice` (one keyset step in either direction, for the API) and `event_page` (a
-page with signed Newer / Older cursors, for the page).
+turn its values into queries: `event_list` (a queryset, newest first, for the chart
+and the tests), `event_slice` (one keyset step in either direction, for the API),
+`event_walk` (keyset steps, newest first, for the export) and `event_page` (a page
+with signed Newer / Older cursors, for the page).
+
+A search finds its events by the term's hash (EventTerm.term_hash) and keeps only
+those that carry the term itself (`event_carries_term`): a hash collision never puts
+a wrong row on the page, in the API or in an export.
 
 Paging is by keyset over (occurred_at, id), newest first, with cursors signed by
 django.core.signing so they are opaque and cannot be forged; nothing here COUNTs or
 OFFSETs the events table. `event_json` is the event in the REST API's shape."""
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -30,6 +35,7 @@ from django.utils.dateparse import parse_datetime
 from orgs.models import Organization
 
 from .models import Activity, Event, EventTerm
+from .recording import event_terms, term_hash
 
 if TYPE_CHECKING:
     from .filters import EventFilter
@@ -185,7 +191,8 @@ def _events(filters: "EventFilter") -> QuerySet:
 
 def event_list(*, filters: "EventFilter") -> QuerySet:
     """The events `filters` selects, newest first (-occurred_at, -id); none when the
-    filter is invalid or the plan has no audit log. Never COUNT it."""
+    filter is invalid or the plan has no audit log. Never COUNT it. A search matches
+    by the term's hash here: what shows events re-checks them (event_slice)."""
     if not _in_force(filters):
         return Event.objects.none()
     qs = _events(filters)
@@ -197,11 +204,12 @@ def event_list(*, filters: "EventFilter") -> QuerySet:
 
 
 def event_term_rows(filters: "EventFilter") -> QuerySet:
-    """The EventTerm rows of the search, in the window; walk them by primary key."""
+    """The EventTerm rows of the search's hash, in the window; walk them by primary
+    key. A row may belong to another term with the same hash (event_carries_term)."""
     terms = EventTerm.objects.filter(
         _conditions(filters, "event__"),
         organization=filters.org,
-        term=filters.cleaned_data["q"],
+        term_hash=term_hash(filters.cleaned_data["q"]),
         **_window(filters),
     )
     if filters.action_ids:
@@ -220,16 +228,66 @@ def event_slice(
     activity merged for several activities."""
     if not _in_force(filters):
         return []
+    order = ("occurred_at", "id") if newer else ("-occurred_at", "-id")
     if filters.cleaned_data["q"]:
-        terms = keyset_events(event_term_rows(filters), position, newer, id_field="event_id")
-        qs = Event.objects.filter(id__in=terms.values("event_id")[:limit])
-    elif len(filters.action_ids) > 1:
+        return _term_slice(filters, position, newer=newer, limit=limit, order=order)
+    if len(filters.action_ids) > 1:
         ids = keyset_union_ids(_events(filters), filters.action_ids, position, newer, limit)
         qs = Event.objects.filter(id__in=ids)
     else:
         qs = keyset_events(event_list(filters=filters), position, newer)
-    order = ("occurred_at", "id") if newer else ("-occurred_at", "-id")
     return list(qs.select_related("action").order_by(*order)[:limit])
+
+
+def _term_slice(
+    filters: "EventFilter", position: Position | None, *, newer: bool, limit: int, order: tuple
+) -> list[Event]:
+    """event_slice of a search: the term index walked from `position` in time order,
+    `limit` rows at a time (a LIMIT inside the subquery, so the walk stops there rather
+    than reading every match), keeping the events that really carry the term. Another
+    step only when a hash collision took some of the rows."""
+    term = filters.cleaned_data["q"]
+    rows: list[Event] = []
+    while len(rows) < limit:
+        want = limit - len(rows)
+        terms = keyset_events(event_term_rows(filters), position, newer, id_field="event_id")
+        qs = Event.objects.filter(id__in=terms.values("event_id")[:want])
+        found = list(qs.select_related("action").order_by(*order)[:want])
+        rows += [event for event in found if event_carries_term(event, term)]
+        if len(found) < want:
+            break
+        position = event_position(found[-1])
+    return rows
+
+
+def event_carries_term(event: Event, term: str) -> bool:
+    """Whether `term` (normalized) is one of `event`'s search terms, derived from its
+    stored values as recording derived them (audit.recording.event_terms)."""
+    return term in event_terms(
+        actor_type=event.actor_type,
+        actor_name=event.actor_name,
+        actor_email=event.actor_email,
+        site_name=event.site_name,
+        items=[*event.context, *event.container],
+        action=_action_key(event),
+        details=event.details,
+    )
+
+
+def event_walk(filters: "EventFilter", *, limit: int, chunk: int = 1000) -> Iterator[Event]:
+    """Up to `limit` events `filters` selects, newest first, read `chunk` at a time by
+    keyset (event_slice): each step walks its index from where the last stopped and
+    reads no more than it keeps, so a 10,000-row export costs the same whether the
+    search matches 10,000 events or a million (no sort of every match)."""
+    position, left = None, limit
+    while left > 0:
+        step = min(chunk, left)
+        rows = event_slice(filters, position, newer=False, limit=step)
+        yield from rows
+        left -= len(rows)
+        if len(rows) < step:
+            return
+        position = event_position(rows[-1])
 
 
 # -- pages --------------------------------------------------------------------------------

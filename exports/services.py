@@ -26,13 +26,14 @@ import os
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.db import transaction
-from django.db.models import F, Q, QuerySet
+from django.db.models import F, Q
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
@@ -42,7 +43,8 @@ from django_q.tasks import async_task
 
 from audit.catalogue import CATEGORY_BY_KEY
 from audit.integrity import SigningKeyMissing, manifest_make, seal_org
-from audit.selectors import event_list
+from audit.models import Event
+from audit.selectors import event_walk
 from audit.services import Actor, event_record
 from orgs.models import Membership, Organization, Product, User
 
@@ -67,24 +69,6 @@ CSV_HEADER = (
     "City",
     "User agent",
     "Event ID",
-)
-_ROW_FIELDS = (
-    "occurred_at",
-    "actor_name",
-    "actor_email",
-    "action__label",
-    "action__key",
-    "action__category",
-    "product_kind",
-    "site_name",
-    "message",
-    "content",
-    "ip",
-    "country",
-    "region",
-    "city",
-    "user_agent",
-    "id",
 )
 # A spreadsheet treats a cell starting with one of these as a formula (OWASP "CSV
 # injection"); a leading apostrophe makes it plain text.
@@ -168,35 +152,34 @@ class _HashingFile:
         self.size += len(data)
 
 
-def csv_rows_write(out, events: QuerySet, *, limit: int) -> int:
-    """Writes the header and at most `limit` events of `events` (in its order) as CSV
-    rows to `out`; returns the number of rows. Rows are fetched CHUNK_SIZE at a time
-    as plain tuples, so memory stays flat whatever the limit."""
+def csv_rows_write(out, events: Iterable[Event], *, limit: int) -> int:
+    """Writes the header and at most `limit` of `events` (in their order, each with
+    its `action` loaded) as CSV rows to `out`; returns the number of rows. `events` is
+    read lazily (audit.selectors.event_walk reads CHUNK_SIZE at a time), so memory
+    stays flat whatever the limit."""
     writer = csv.writer(out)
     writer.writerow(CSV_HEADER)
     count = 0
-    rows = events.values_list(*_ROW_FIELDS)[:limit].iterator(chunk_size=CHUNK_SIZE)
-    for row in rows:
-        (occurred_at, name, email, label, key, category, kind, site, message, content, ip,
-         country, region, city, agent, event_id) = row  # fmt: skip
+    for event in islice(events, limit):
+        action = event.action
         writer.writerow(
             [
-                _utc_iso(occurred_at),
-                csv_cell(name),
-                csv_cell(email),
-                csv_cell(label),
-                csv_cell(key),
-                _CATEGORY_LABELS.get(category, category),
-                csv_cell(_PRODUCT_LABELS.get(kind, kind)),
-                csv_cell(site),
-                csv_cell(message),
-                csv_cell(content),
-                csv_cell(ip),
-                csv_cell(country),
-                csv_cell(region),
-                csv_cell(city),
-                csv_cell(agent),
-                event_id,
+                _utc_iso(event.occurred_at),
+                csv_cell(event.actor_name),
+                csv_cell(event.actor_email),
+                csv_cell(action.label),
+                csv_cell(action.key),
+                _CATEGORY_LABELS.get(action.category, action.category),
+                csv_cell(_PRODUCT_LABELS.get(event.product_kind, event.product_kind)),
+                csv_cell(event.site_name),
+                csv_cell(event.message),
+                csv_cell(event.content),
+                csv_cell(event.ip),
+                csv_cell(event.country),
+                csv_cell(event.region),
+                csv_cell(event.city),
+                csv_cell(event.user_agent),
+                event.pk,
             ]
         )
         count += 1
@@ -344,7 +327,9 @@ def _file_write(export: ExportRequest, token: str) -> None:
     sealing = _seal(export.organization)
     with open(part, "wb") as raw:
         out = _HashingFile(raw, _Lease(export.pk, token))
-        rows = csv_rows_write(out, event_list(filters=event_filter), limit=settings.EXPORT_MAX_ROWS)
+        limit = settings.EXPORT_MAX_ROWS
+        events = event_walk(event_filter, limit=limit, chunk=CHUNK_SIZE)
+        rows = csv_rows_write(out, events, limit=limit)
         raw.flush()
         os.fsync(raw.fileno())
     finished = timezone.now()
