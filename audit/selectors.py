@@ -230,7 +230,7 @@ def event_slice(
         return []
     order = ("occurred_at", "id") if newer else ("-occurred_at", "-id")
     if filters.cleaned_data["q"]:
-        return _term_slice(filters, position, newer=newer, limit=limit, order=order)
+        return _term_slice(filters, position, newer=newer, limit=limit)
     if len(filters.action_ids) > 1:
         ids = keyset_union_ids(_events(filters), filters.action_ids, position, newer, limit)
         qs = Event.objects.filter(id__in=ids)
@@ -240,7 +240,7 @@ def event_slice(
 
 
 def _term_slice(
-    filters: "EventFilter", position: Position | None, *, newer: bool, limit: int, order: tuple
+    filters: "EventFilter", position: Position | None, *, newer: bool, limit: int
 ) -> list[Event]:
     """event_slice of a search: the term index walked from `position` in time order,
     `limit` rows at a time (a LIMIT inside the subquery, so the walk stops there rather
@@ -250,14 +250,23 @@ def _term_slice(
     rows: list[Event] = []
     while len(rows) < limit:
         want = limit - len(rows)
-        terms = keyset_events(event_term_rows(filters), position, newer, id_field="event_id")
-        qs = Event.objects.filter(id__in=terms.values("event_id")[:want])
-        found = list(qs.select_related("action").order_by(*order)[:want])
+        found = list(event_term_step(filters, position, newer=newer, limit=want))
         rows += [event for event in found if event_carries_term(event, term)]
         if len(found) < want:
             break
         position = event_position(found[-1])
     return rows
+
+
+def event_term_step(
+    filters: "EventFilter", position: Position | None, *, newer: bool, limit: int
+) -> QuerySet:
+    """The events of the next `limit` term rows of the search past `position`, nearest
+    first (unchecked: see event_carries_term)."""
+    terms = keyset_events(event_term_rows(filters), position, newer, id_field="event_id")
+    qs = Event.objects.filter(id__in=terms.values("event_id")[:limit])
+    order = ("occurred_at", "id") if newer else ("-occurred_at", "-id")
+    return qs.select_related("action").order_by(*order)[:limit]
 
 
 def event_carries_term(event: Event, term: str) -> bool:
