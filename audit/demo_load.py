@@ -140,10 +140,11 @@ def _worker_start() -> None:
 
 
 def tasks_run(tasks: list[Task], jobs: int, progress: Callable[[int], None]) -> int:
-    """Runs `tasks` in `jobs` processes (PostgreSQL) or here (SQLite); returns how
-    many events were recorded."""
+    """Runs `tasks` in `jobs` processes (PostgreSQL, outside a transaction: the
+    workers would not see what it has not committed) or here; returns how many events
+    were recorded."""
     total = 0
-    if jobs <= 1 or connection.vendor != "postgresql":
+    if jobs <= 1 or connection.vendor != "postgresql" or connection.in_atomic_block:
         for task in tasks:
             total += _task_run(task)
             progress(total)

@@ -22,6 +22,7 @@ The database named by --database-url (bench_terms*) is dropped and made again un
 """
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -81,6 +82,11 @@ def size(cursor, table: str) -> int:
     return cursor.fetchone()[0]
 
 
+def loaded(value):
+    """A JSON column read by a raw query: Django's connection leaves it as text."""
+    return json.loads(value) if isinstance(value, str) else (value or [])
+
+
 def text_terms_build(cursor) -> None:
     """The terms as text, as they were stored before migration 0015: derived from each
     event (audit.recording.event_terms), COPYed in, then keyed."""
@@ -115,9 +121,9 @@ def text_terms_build(cursor) -> None:
                         actor_name=name,
                         actor_email=email,
                         site_name=site,
-                        items=[*(ctx or []), *(cnt or [])],
+                        items=[*loaded(ctx), *loaded(cnt)],
                         action=keys.get(action, ""),
-                        details=details or {},
+                        details=loaded(details),
                     ):
                         copy.write_row((org, term, at, pk))
     cursor.execute(
