@@ -96,12 +96,12 @@ def backwards(apps, schema_editor):
         "VALUES (%s, %s, %s, %s)"
     )
     # SQLite: the stored text as it is (a datetime read back would be written differently).
-    at = "occurred_at" if vendor == "postgresql" else "CAST(occurred_at AS text)"
+    when = "occurred_at" if vendor == "postgresql" else "CAST(occurred_at AS text)"
     last = 0
     with conn.cursor() as read, conn.cursor() as write:
         while True:
             read.execute(
-                f"SELECT id, organization_id, {at}, action_id, actor_type, actor_name, "
+                f"SELECT id, organization_id, {when}, action_id, actor_type, actor_name, "
                 "actor_email, site_name, context, container, details FROM audit_event "
                 "WHERE id > %s ORDER BY id LIMIT 5000",
                 [last],

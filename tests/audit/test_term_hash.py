@@ -171,3 +171,41 @@ def test_the_purge_removes_the_term_rows_by_hash(org, admin):
     assert not EventTerm.objects.filter(event_id=old.pk).exists()
     assert set(platform.values_list("event_id", flat=True)) == {kept.pk}
     assert EventTerm.objects.filter(event_id=kept.pk).count() == 3  # name, email, group
+
+
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_migration_0015_turns_each_stored_term_into_its_hash_and_back(org, admin):
+    from django.core.management import call_command
+
+    event = event_record(
+        organization=org,
+        action="group_member_added",
+        actor=Actor.for_user(admin),
+        context=[user_item(admin), item("group", 1, "Site-Admins")],
+    ).event
+    hashes = set(EventTerm.objects.filter(event=event).values_list("term_hash", flat=True))
+    try:
+        # Backwards: the text, derived again from the event.
+        call_command("migrate", "audit", "0014", verbosity=0)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT term FROM audit_eventterm WHERE event_id = %s", [event.pk])
+            texts = {row[0] for row in cursor.fetchall()}
+            assert texts == {"alice admin", "alice@acme.test", "site-admins"}
+            # A row as an older derivation may have left it: converted all the same.
+            cursor.execute(
+                "INSERT INTO audit_eventterm (organization_id, term, occurred_at, event_id) "
+                "SELECT organization_id, 'legacy term', occurred_at, event_id "
+                "FROM audit_eventterm WHERE event_id = %s LIMIT 1",
+                [event.pk],
+            )
+    finally:
+        call_command("migrate", verbosity=0)
+    after = set(EventTerm.objects.filter(event=event).values_list("term_hash", flat=True))
+    assert after == hashes | {term_hash("legacy term")}
+    assert hashes == {term_hash(t) for t in texts}
+    # The guard is back on the rebuilt table.
+    from django.db import IntegrityError, transaction
+
+    with pytest.raises(IntegrityError, match="append-only"):
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("DELETE FROM audit_eventterm WHERE event_id = %s", [event.pk])
