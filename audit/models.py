@@ -157,8 +157,8 @@ class EventTerm(models.Model):
     write time. Its primary key is the index the search walks.
 
     The term is stored as its 64-bit hash (audit.recording.term_hash), not its text:
-    fixed-width rows, and the table with its key less than half the size (migration
-    0015). Two terms may share a hash, so a search re-checks each event it finds
+    fixed-width rows, a quarter smaller with its key (migration 0015; README). Two
+    terms may share a hash, so a search re-checks each event it finds
     (audit.selectors.event_carries_term) and a collision never shows a wrong row.
 
     No foreign-key constraints or extra indexes: each would cost every write, and
