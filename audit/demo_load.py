@@ -16,6 +16,7 @@ SQLite has one writer: one process, indexes kept."""
 import gc
 import multiprocessing
 import os
+import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -136,6 +137,9 @@ def _task_run(task: Task) -> int:
 
 
 def _worker_start() -> None:
+    # The default SIGTERM: a handler inherited from the parent (a worker's, a test
+    # runner's) would keep the pool from ending its workers.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     connections.close_all()  # never share the parent's socket: each opens its own
 
 
@@ -151,10 +155,17 @@ def tasks_run(tasks: list[Task], jobs: int, progress: Callable[[int], None]) -> 
         return total
     connections.close_all()
     context = multiprocessing.get_context("fork")
-    with context.Pool(jobs, initializer=_worker_start) as pool:
+    pool = context.Pool(jobs, initializer=_worker_start)
+    try:
         for recorded in pool.imap_unordered(_task_run, tasks):
             total += recorded
             progress(total)
+        pool.close()  # every task done: the workers end by themselves
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
     return total
 
 
