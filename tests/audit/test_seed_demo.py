@@ -127,7 +127,10 @@ def _consistent(org) -> int:
     return len(events)
 
 
-def test_seed_demo_with_orgs_fills_acme_and_shares_as_many_across_the_others(db, capsys, tmp_path):
+# Committed (not the test's own transaction): on PostgreSQL sealing takes only events of
+# transactions that have ended.
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_seed_demo_with_orgs_fills_acme_and_shares_as_many_across_the_others(capsys, tmp_path):
     keys = tmp_path / "keys.json"
     call_command("seed_demo", events=400, orgs=3, jobs=1, simulator_keys=keys)
     assert "3 customer organizations ready" in capsys.readouterr().out
