@@ -3,8 +3,9 @@
     events = EventFilter(request.GET, org=org, tz=viewer_time_zone(request.user))
     if events.is_valid():
         event_list(filters=events)      # audit.selectors: Event queryset, newest first;
-                                        # never COUNT it
+                                        # never COUNT it (a search: by term hash)
         event_page(events, cursor, scope=str(org.pk))  # one keyset page
+        event_walk(events, limit=10_000)  # keyset steps, newest first (the export)
         events.summary()   # ["Search: carol@acme.test", "Last 7 days", ...]
         events.params()    # JSON-serializable; EventFilter(params, ...) rebuilds it
 

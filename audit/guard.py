@@ -62,7 +62,7 @@ SQLITE_GUARD_TABLE = "audit_purgeguard"
 _SUFFIXES = ("no_update", "no_delete", "no_truncate", "no_replace", "no_decrease")
 PURGE_FUNCTIONS = (
     "audit_purge_batch(bigint, timestamptz, integer)",
-    "audit_purge_terms(bigint, varchar[], timestamptz, bigint, timestamptz, bigint, bigint[])",
+    "audit_purge_terms(bigint, bigint[], timestamptz, bigint, timestamptz, bigint, bigint[])",
 )
 
 # PostgreSQL.
@@ -193,7 +193,7 @@ $$"""
 
 _PG_PURGE_TERMS = f"""
 CREATE OR REPLACE FUNCTION audit_purge_terms(
-    p_org bigint, p_terms varchar[], p_first_at timestamptz, p_first_id bigint,
+    p_org bigint, p_terms bigint[], p_first_at timestamptz, p_first_id bigint,
     p_last_at timestamptz, p_last_id bigint, p_ids bigint[])
 RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public
@@ -216,7 +216,7 @@ BEGIN
     DELETE FROM audit_eventterm WHERE ctid = ANY(ARRAY(
         SELECT t.ctid FROM unnest(p_terms) AS k(term) CROSS JOIN LATERAL (
             SELECT ctid FROM audit_eventterm
-            WHERE organization_id = p_org AND term = k.term
+            WHERE organization_id = p_org AND term_hash = k.term
               AND (occurred_at, event_id) >= (p_first_at, p_first_id)
               AND (occurred_at, event_id) <= (p_last_at, p_last_id)
               AND event_id + 0 = ANY(p_ids)) AS t));

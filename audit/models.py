@@ -156,11 +156,16 @@ class EventTerm(models.Model):
     user name, email, group name or site name appearing in an event, filled at
     write time. Its primary key is the index the search walks.
 
+    The term is stored as its 64-bit hash (audit.recording.term_hash), not its text:
+    fixed-width rows, a quarter smaller with its key (migration 0015; README). Two
+    terms may share a hash, so a search re-checks each event it finds
+    (audit.selectors.event_carries_term) and a collision never shows a wrong row.
+
     No foreign-key constraints or extra indexes: each would cost every write, and
     the retention job removes a term by its primary key, which it derives from the
     event exactly as the recording service did."""
 
-    pk = models.CompositePrimaryKey("organization", "term", "occurred_at", "event")
+    pk = models.CompositePrimaryKey("organization", "term_hash", "occurred_at", "event")
     organization = models.ForeignKey(
         Organization,
         on_delete=models.DO_NOTHING,
@@ -168,14 +173,14 @@ class EventTerm(models.Model):
         db_index=False,
         db_constraint=False,
     )
-    term = models.CharField(max_length=200)
+    term_hash = models.BigIntegerField()
     occurred_at = models.DateTimeField()
     event = models.ForeignKey(
         Event, on_delete=models.DO_NOTHING, related_name="+", db_index=False, db_constraint=False
     )
 
     def __str__(self) -> str:
-        return self.term
+        return f"{self.term_hash:x}"
 
 
 class EventHourlyCount(models.Model):

@@ -6,10 +6,11 @@ Public surface: `Recorder` (build, then save inside a transaction), `record_spec
 (many events, one transaction per chunk), `event_terms` (the one derivation of an
 event's search terms, which the retention purge uses too), the catalogue lookups
 (`activity_for_key`, `activity_by_id`, `activity_cache_clear`, `activity_keys_by_id`),
-`plan_refusal`, `normalize_term` and `ip_valid`. Everything else here is private to
-recording.
+`plan_refusal`, `normalize_term`, `term_hash` and `ip_valid`. Everything else here is
+private to recording.
 """
 
+import hashlib
 import ipaddress
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -125,6 +126,17 @@ def normalize_term(value: str) -> str:
     return value.strip().lower()
 
 
+def term_hash(term: str) -> int:
+    """The 64-bit key a normalized search term is stored and searched by: the first 8
+    bytes of its SHA-256, as a signed bigint. Fixed-width rows (the table and its key
+    were as large as the events with the text itself); two terms may share a hash, so
+    whatever reads terms by hash re-checks that the event carries the term
+    (audit.selectors.event_carries_term). PostgreSQL computes the same value as
+    ('x' || left(encode(sha256(convert_to(term, 'UTF8')), 'hex'), 16))::bit(64)::bigint
+    (migration 0015)."""
+    return int.from_bytes(hashlib.sha256(term.encode()).digest()[:8], "big", signed=True)
+
+
 def _term_or_empty(value: str) -> str:
     """normalize_term(value), or "" when it is not a search term (too long)."""
     term = normalize_term(value)
@@ -225,7 +237,7 @@ class Built(NamedTuple):
     tracking those, and a batch keeps thousands alive at once."""
 
     params: tuple
-    terms: tuple[str, ...]
+    terms: tuple[int, ...]  # term_hash of each search term
     occurred_at: datetime
     python: tuple | None  # (context, container, details) for event_record
 
@@ -271,6 +283,7 @@ class Recorder:
         self._rules: dict[str, tuple[str, int, str]] = {}  # for events without a product
         self._products: dict[tuple, _ProductFacts] = {}
         self._normalized: dict[str, str] = {}
+        self._hashes: dict[str, int] = {}
         self._ips: dict[object, list] = {}  # value -> [ip or None, location]
         self._actors: dict[Actor, tuple] = {}
 
@@ -281,6 +294,14 @@ class Recorder:
             if len(self._normalized) < _CACHE_LIMIT:
                 self._normalized[value] = term
         return term
+
+    def _term_hash(self, term: str) -> int:
+        digest = self._hashes.get(term)
+        if digest is None:
+            digest = term_hash(term)
+            if len(self._hashes) < _CACHE_LIMIT:
+                self._hashes[term] = digest
+        return digest
 
     def _actor(self, actor: "Actor") -> tuple[str, str, str, str, frozenset[str]]:
         """(stored id, name and email, display name, search terms), once per actor."""
@@ -423,7 +444,8 @@ class Recorder:
         stored.append(digest)
         params = tuple(stored)
         python = (context, container, details) if self.single else None
-        return Built(params, tuple(terms), occurred_at, python)
+        # One row per hash: two terms of one event that share a hash share its row.
+        return Built(params, tuple({*map(self._term_hash, terms)}), occurred_at, python)
 
     def row(self, built: Built) -> dict:
         """The Event field values of `built`, as Python values."""
@@ -444,16 +466,16 @@ class Recorder:
             else:
                 ids = _pg_copy_events(built)
             term_rows = [
-                (self.org_id, term, b.params[_OCCURRED_AT], event_id)
+                (self.org_id, digest, b.params[_OCCURRED_AT], event_id)
                 for b, event_id in zip(built, ids, strict=True)
-                for term in b.terms
+                for digest in b.terms
             ]
             if sqlite or len(term_rows) < _PG_COPY_ROWS:
                 _terms_insert(cursor, term_rows)
             else:
                 _pg_copy(
                     EventTerm._meta.db_table,
-                    "organization_id, term, occurred_at, event_id",
+                    "organization_id, term_hash, occurred_at, event_id",
                     term_rows,
                 )
         _hourly_add(self.org_id, built, sqlite)
@@ -606,7 +628,7 @@ def _terms_insert(cursor, rows: list[tuple]) -> None:
     if not rows:
         return
     table = EventTerm._meta.db_table
-    sql = f"INSERT INTO {table} (organization_id, term, occurred_at, event_id) VALUES "
+    sql = f"INSERT INTO {table} (organization_id, term_hash, occurred_at, event_id) VALUES "
     if len(rows) <= _INSERT_ROWS // 4:
         cursor.execute(sql + ", ".join([_ROW4] * len(rows)), [v for row in rows for v in row])
     else:

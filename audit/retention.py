@@ -24,7 +24,7 @@ from orgs.models import Organization, User
 
 from .guard import purge_allowed
 from .models import Event, EventHourlyCount, EventHourlyTotal, EventTerm, RetentionMark
-from .recording import activity_cache_clear, activity_keys_by_id, event_terms
+from .recording import activity_cache_clear, activity_keys_by_id, event_terms, term_hash
 from .services import SYSTEM, event_record
 
 logger = logging.getLogger(__name__)
@@ -245,14 +245,14 @@ def _terms_delete(cursor, org_id: int, rows: list[tuple], gone: list[tuple]) -> 
     """Deletes the search terms of `gone`, the events of the batch `rows` that were
     deleted, and nothing else.
 
-    A term row's key is (organization, term, occurred_at, event_id), and the batch is
+    A term row's key is (organization, term_hash, occurred_at, event_id), and the batch is
     every event of the organization from its first (occurred_at, id) to its last. So
     each distinct term of the batch's events is removed as one contiguous key range
     (a few hundred range deletes, not one probe per term row), with the terms derived
     from each event exactly as the recording service derived them."""
     db_time = _db_time_adapter()
     expected = 0
-    terms: set[str] = set()
+    terms: set[int] = set()
     keys = _action_keys({row[2] for row in gone})
     for _, _, action_id, a_type, _, a_name, a_email, site, context, container, details in gone:
         derived = event_terms(
@@ -264,8 +264,9 @@ def _terms_delete(cursor, org_id: int, rows: list[tuple], gone: list[tuple]) -> 
             action=keys.get(action_id, ""),
             details=_json(details),
         )
-        expected += len(derived)
-        terms |= derived
+        hashes = {term_hash(term) for term in derived}  # as recorded: one row per hash
+        expected += len(hashes)
+        terms |= hashes
     if not terms:
         return 0
     first = (db_time(rows[0][1]), rows[0][0])
@@ -274,7 +275,7 @@ def _terms_delete(cursor, org_id: int, rows: list[tuple], gone: list[tuple]) -> 
     if connection.vendor == "postgresql":
         # The owner's function (audit/guard.py) deletes only terms of events now gone.
         cursor.execute(
-            "SELECT audit_purge_terms(%s, %s::varchar[], %s::timestamptz, %s, "
+            "SELECT audit_purge_terms(%s, %s::bigint[], %s::timestamptz, %s, "
             "%s::timestamptz, %s, %s)",
             [org_id, sorted(terms), *first, *last, [row[0] for row in gone]],
         )
@@ -283,7 +284,7 @@ def _terms_delete(cursor, org_id: int, rows: list[tuple], gone: list[tuple]) -> 
         # SQLite: the batch's transaction has held the write lock since it began, so
         # the range holds the batch's events and nothing else.
         cursor.executemany(
-            f"DELETE FROM {table} WHERE organization_id = %s AND term = %s "
+            f"DELETE FROM {table} WHERE organization_id = %s AND term_hash = %s "
             "AND (occurred_at, event_id) >= (%s, %s) AND (occurred_at, event_id) <= (%s, %s)",
             [(org_id, term, *first, *last) for term in sorted(terms)],
         )

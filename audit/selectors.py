@@ -1,15 +1,20 @@
 """Reads of audit events reused by the page, the export and the API.
 
 The filter (audit.filters.EventFilter) validates the parameters; the functions here
-turn its values into queries: `event_list` (a queryset, newest first, for the export),
-`event_slice` (one keyset step in either direction, for the API) and `event_page` (a
-page with signed Newer / Older cursors, for the page).
+turn its values into queries: `event_list` (a queryset, newest first, for the chart
+and the tests), `event_slice` (one keyset step in either direction, for the API),
+`event_walk` (keyset steps, newest first, for the export) and `event_page` (a page
+with signed Newer / Older cursors, for the page).
+
+A search finds its events by the term's hash (EventTerm.term_hash) and keeps only
+those that carry the term itself (`event_carries_term`): a hash collision never puts
+a wrong row on the page, in the API or in an export.
 
 Paging is by keyset over (occurred_at, id), newest first, with cursors signed by
 django.core.signing so they are opaque and cannot be forged; nothing here COUNTs or
 OFFSETs the events table. `event_json` is the event in the REST API's shape."""
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
@@ -31,7 +36,7 @@ from django.utils.dateparse import parse_datetime
 from orgs.models import Organization
 
 from .models import Activity, Event, EventTerm
-from .recording import activity_by_id
+from .recording import activity_by_id, event_terms, term_hash
 
 if TYPE_CHECKING:
     from .filters import EventFilter
@@ -187,7 +192,8 @@ def _events(filters: "EventFilter") -> QuerySet:
 
 def event_list(*, filters: "EventFilter") -> QuerySet:
     """The events `filters` selects, newest first (-occurred_at, -id); none when the
-    filter is invalid or the plan has no audit log. Never COUNT it."""
+    filter is invalid or the plan has no audit log. Never COUNT it. A search matches
+    by the term's hash here: what shows events re-checks them (event_slice)."""
     if not _in_force(filters):
         return Event.objects.none()
     qs = _events(filters)
@@ -199,11 +205,12 @@ def event_list(*, filters: "EventFilter") -> QuerySet:
 
 
 def event_term_rows(filters: "EventFilter") -> QuerySet:
-    """The EventTerm rows of the search, in the window; walk them by primary key."""
+    """The EventTerm rows of the search's hash, in the window; walk them by primary
+    key. A row may belong to another term with the same hash (event_carries_term)."""
     terms = EventTerm.objects.filter(
         _conditions(filters, "event__"),
         organization=filters.org,
-        term=filters.cleaned_data["q"],
+        term_hash=term_hash(filters.cleaned_data["q"]),
         **_window(filters),
     )
     if filters.action_ids:
@@ -237,10 +244,14 @@ def event_slice(
     *,
     newer: bool,
     limit: int,
+    values: Sequence[str] | None = None,
     columns: Sequence[str] | None = None,
-) -> list[Event]:
+) -> list:
     """Up to `limit` events strictly older (or, with `newer`, newer) than `position` =
-    (occurred_at, id), nearest first; from the newest without a position.
+    (occurred_at, id), nearest first; from the newest without a position. Events with
+    their `action`; or, given `values` (field names, e.g. "action__label"), dicts of
+    those (with "occurred_at" and "id"), which a long read such as the export makes
+    several times faster than model instances.
 
     With `columns`, only those are read (any other is deferred: reading it would cost a
     query per event), and each event's activity comes from the process's catalogue
@@ -251,19 +262,32 @@ def event_slice(
     activity merged for several activities."""
     if not _in_force(filters):
         return []
+    if values is not None:
+        values = list(dict.fromkeys(("occurred_at", "id", *values)))
     if filters.cleaned_data["q"]:
-        terms = keyset_events(event_term_rows(filters), position, newer, id_field="event_id")
-        qs = Event.objects.filter(id__in=terms.values("event_id")[:limit])
-    elif len(filters.action_ids) > 1:
+        return _term_slice(
+            filters, position, newer=newer, limit=limit, values=values, columns=columns
+        )
+    if len(filters.action_ids) > 1:
         ids = keyset_union_ids(_events(filters), filters.action_ids, position, newer, limit)
         qs = Event.objects.filter(id__in=ids)
     else:
         qs = keyset_events(event_list(filters=filters), position, newer)
     order = ("occurred_at", "id") if newer else ("-occurred_at", "-id")
-    if columns is None:
-        return list(qs.select_related("action").order_by(*order)[:limit])
-    rows = qs.values_list(*columns).order_by(*order)[:limit]
-    return [_event_of(columns, values, rows.db) for values in rows]
+    return _fetch(qs.order_by(*order)[:limit], values, columns)
+
+
+def _fetch(
+    qs: QuerySet, values: Sequence[str] | None, columns: Sequence[str] | None = None
+) -> list:
+    """The rows of `qs`: dicts of `values`; or Events of only `columns` (_event_of);
+    or whole Events with their activity."""
+    if values is not None:
+        return list(qs.values(*values))
+    if columns is not None:
+        rows = qs.values_list(*columns)
+        return [_event_of(columns, row, rows.db) for row in rows]
+    return list(qs.select_related("action"))
 
 
 def _event_of(columns: Sequence[str], values: tuple, db: str) -> Event:
@@ -277,6 +301,110 @@ def _event_of(columns: Sequence[str], values: tuple, db: str) -> Event:
     event.__dict__.update(zip(columns, values, strict=True))
     state.fields_cache["action"] = activity_by_id(event.action_id)
     return event
+
+
+# What event_carries_term reads of an event.
+_TERM_FIELDS = (
+    "actor_type",
+    "actor_name",
+    "actor_email",
+    "site_name",
+    "context",
+    "container",
+    "details",
+    "action_id",
+)
+
+
+def _term_slice(
+    filters: "EventFilter",
+    position: Position | None,
+    *,
+    newer: bool,
+    limit: int,
+    values: Sequence[str] | None = None,
+    columns: Sequence[str] | None = None,
+) -> list:
+    """event_slice of a search: the term index walked from `position` in time order,
+    `limit` rows at a time (a LIMIT inside the subquery, so the walk stops there rather
+    than reading every match), keeping the events that really carry the term. Another
+    step only when a hash collision took some of the rows. With `values` or `columns`,
+    the fields the check reads come too."""
+    term = filters.cleaned_data["q"]
+    fields = None if values is None else list(dict.fromkeys((*values, *_TERM_FIELDS)))
+    if columns is not None:
+        columns = list(dict.fromkeys((*columns, *_TERM_FIELDS)))
+    rows: list = []
+    while len(rows) < limit:
+        want = limit - len(rows)
+        step = event_term_step(filters, position, newer=newer, limit=want)
+        found = _fetch(step, fields, columns)
+        rows += [row for row in found if event_carries_term(row, term)]
+        if len(found) < want:
+            break
+        last = found[-1]
+        position = event_position(last) if values is None else (last["occurred_at"], last["id"])
+    return rows
+
+
+def event_term_step(
+    filters: "EventFilter", position: Position | None, *, newer: bool, limit: int
+) -> QuerySet:
+    """The events of the next `limit` term rows of the search past `position`, nearest
+    first (unchecked: see event_carries_term)."""
+    terms = keyset_events(event_term_rows(filters), position, newer, id_field="event_id")
+    qs = Event.objects.filter(id__in=terms.values("event_id")[:limit])
+    order = ("occurred_at", "id") if newer else ("-occurred_at", "-id")
+    return qs.order_by(*order)[:limit]
+
+
+def event_carries_term(event: Event | dict, term: str) -> bool:
+    """Whether `term` (normalized) is one of the search terms of `event` (an Event, or
+    a dict of _TERM_FIELDS), derived from its stored values as recording derived them
+    (audit.recording.event_terms)."""
+    if isinstance(event, dict):
+        return term in event_terms(
+            actor_type=event["actor_type"],
+            actor_name=event["actor_name"],
+            actor_email=event["actor_email"],
+            site_name=event["site_name"],
+            items=[*event["context"], *event["container"]],
+            action=_action_key_by_id(event["action_id"]),
+            details=event["details"],
+        )
+    return term in event_terms(
+        actor_type=event.actor_type,
+        actor_name=event.actor_name,
+        actor_email=event.actor_email,
+        site_name=event.site_name,
+        items=[*event.context, *event.container],
+        action=_action_key(event),
+        details=event.details,
+    )
+
+
+def event_walk(
+    filters: "EventFilter",
+    *,
+    limit: int,
+    chunk: int = 1000,
+    values: Sequence[str] | None = None,
+) -> Iterator:
+    """Up to `limit` events `filters` selects, newest first, read `chunk` at a time by
+    keyset (event_slice; `values`: as dicts of those fields): each step walks its index
+    from where the last stopped and reads no more than it keeps, so a 10,000-row export
+    costs the same whether the search matches 10,000 events or a million (no sort of
+    every match)."""
+    position, left = None, limit
+    while left > 0:
+        step = min(chunk, left)
+        rows = event_slice(filters, position, newer=False, limit=step, values=values)
+        yield from rows
+        left -= len(rows)
+        if len(rows) < step:
+            return
+        last = rows[-1]
+        position = event_position(last) if values is None else (last["occurred_at"], last["id"])
 
 
 # -- pages --------------------------------------------------------------------------------
@@ -396,9 +524,13 @@ def _action_key(event: Event) -> str:
     """The action's key without a query per event when `action` was not selected."""
     if "action" in event._state.fields_cache:
         return event.action.key
-    if event.action_id not in _ACTION_KEYS:
+    return _action_key_by_id(event.action_id)
+
+
+def _action_key_by_id(action_id: int) -> str:
+    if action_id not in _ACTION_KEYS:
         _ACTION_KEYS.update(Activity.objects.values_list("pk", "key"))
-    return _ACTION_KEYS[event.action_id]
+    return _ACTION_KEYS[action_id]
 
 
 def event_api_path(event: Event) -> str:

@@ -28,6 +28,7 @@ from .recording import (  # noqa: F401 - public names callers import from here
     normalize_term,
     plan_refusal,
     record_specs,
+    term_hash,
 )
 
 

@@ -26,13 +26,14 @@ import os
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
 from django.db import transaction
-from django.db.models import F, Q, QuerySet
+from django.db.models import F, Q
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
@@ -42,7 +43,7 @@ from django_q.tasks import async_task
 
 from audit.catalogue import CATEGORY_BY_KEY
 from audit.integrity import SigningKeyMissing, manifest_make, seal_org
-from audit.selectors import event_list
+from audit.selectors import event_walk
 from audit.services import Actor, event_record
 from orgs.models import Membership, Organization, Product, User
 
@@ -67,24 +68,6 @@ CSV_HEADER = (
     "City",
     "User agent",
     "Event ID",
-)
-_ROW_FIELDS = (
-    "occurred_at",
-    "actor_name",
-    "actor_email",
-    "action__label",
-    "action__key",
-    "action__category",
-    "product_kind",
-    "site_name",
-    "message",
-    "content",
-    "ip",
-    "country",
-    "region",
-    "city",
-    "user_agent",
-    "id",
 )
 # A spreadsheet treats a cell starting with one of these as a formula (OWASP "CSV
 # injection"); a leading apostrophe makes it plain text.
@@ -168,17 +151,38 @@ class _HashingFile:
         self.size += len(data)
 
 
-def csv_rows_write(out, events: QuerySet, *, limit: int) -> int:
-    """Writes the header and at most `limit` events of `events` (in its order) as CSV
-    rows to `out`; returns the number of rows. Rows are fetched CHUNK_SIZE at a time
-    as plain tuples, so memory stays flat whatever the limit."""
+# The event fields a CSV row shows, in CSV_HEADER's order.
+_ROW_FIELDS = (
+    "occurred_at",
+    "actor_name",
+    "actor_email",
+    "action__label",
+    "action__key",
+    "action__category",
+    "product_kind",
+    "site_name",
+    "message",
+    "content",
+    "ip",
+    "country",
+    "region",
+    "city",
+    "user_agent",
+    "id",
+)
+
+
+def csv_rows_write(out, events: Iterable[Mapping], *, limit: int) -> int:
+    """Writes the header and at most `limit` of `events` (dicts of _ROW_FIELDS, in
+    their order) as CSV rows to `out`; returns the number of rows. `events` is read
+    lazily (audit.selectors.event_walk reads CHUNK_SIZE at a time), so memory stays
+    flat whatever the limit."""
     writer = csv.writer(out)
     writer.writerow(CSV_HEADER)
     count = 0
-    rows = events.values_list(*_ROW_FIELDS)[:limit].iterator(chunk_size=CHUNK_SIZE)
-    for row in rows:
+    for row in islice(events, limit):
         (occurred_at, name, email, label, key, category, kind, site, message, content, ip,
-         country, region, city, agent, event_id) = row  # fmt: skip
+         country, region, city, agent, event_id) = map(row.__getitem__, _ROW_FIELDS)  # fmt: skip
         writer.writerow(
             [
                 _utc_iso(occurred_at),
@@ -344,7 +348,9 @@ def _file_write(export: ExportRequest, token: str) -> None:
     sealing = _seal(export.organization)
     with open(part, "wb") as raw:
         out = _HashingFile(raw, _Lease(export.pk, token))
-        rows = csv_rows_write(out, event_list(filters=event_filter), limit=settings.EXPORT_MAX_ROWS)
+        limit = settings.EXPORT_MAX_ROWS
+        events = event_walk(event_filter, limit=limit, chunk=CHUNK_SIZE, values=_ROW_FIELDS)
+        rows = csv_rows_write(out, events, limit=limit)
         raw.flush()
         os.fsync(raw.fileno())
     finished = timezone.now()

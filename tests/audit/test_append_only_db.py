@@ -43,7 +43,7 @@ def raw(sql: str, params=None) -> None:
         "UPDATE audit_event SET occurred_at = recorded_at",
         "DELETE FROM audit_event WHERE id = %s",
         "DELETE FROM audit_event",
-        "UPDATE audit_eventterm SET term = 'x' WHERE event_id = %s",
+        "UPDATE audit_eventterm SET term_hash = 1 WHERE event_id = %s",
         "DELETE FROM audit_eventterm WHERE event_id = %s",
         "DELETE FROM audit_eventterm",
     ],

@@ -10,6 +10,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from audit.models import Event, EventTerm
+from audit.recording import term_hash
 from audit.services import Actor, event_record, item, user_item
 from tests.conftest import make_user
 
@@ -90,7 +91,7 @@ def test_the_term_search_is_an_index_range_scan_of_the_primary_key(org, events):
     # By "-event_id", the column: "-event" would order by Event's own Meta.ordering,
     # joining audit_event and sorting in a temporary B-tree.
     queryset = EventTerm.objects.filter(
-        organization=org, term="carol jones", occurred_at__gte=start
+        organization=org, term_hash=term_hash("carol jones"), occurred_at__gte=start
     ).order_by("-occurred_at", "-event_id")[:PAGE]
     plan = plan_of(queryset)
     if connection.vendor == "sqlite":
@@ -110,3 +111,56 @@ def test_on_sqlite_the_term_table_is_its_primary_key():
         cursor.execute("SELECT sql FROM sqlite_master WHERE name = 'audit_eventterm'")
         (sql,) = cursor.fetchone()
     assert sql.rstrip().endswith("WITHOUT ROWID"), sql
+
+
+@pytest.mark.parametrize("from_position", [False, True])
+def test_the_exports_search_step_walks_the_term_key_backwards_and_stops_at_its_limit(
+    org, events, from_position
+):
+    """An export reads a search in keyset steps (event_walk, event_term_step): each
+    step's term rows come from one backward walk of the primary key cut off by the
+    step's LIMIT, never from sorting every match (issue 16, 6a). Only the step's own
+    events (at most the limit) are put in order."""
+    from audit.filters import EventFilter
+    from audit.selectors import event_term_step, event_walk
+
+    f = EventFilter({"q": "Carol Jones", "range": "7d"}, org=org)
+    assert f.is_valid(), f.errors
+    position = None
+    if from_position:  # a later step: from the last event of the one before
+        last = list(event_walk(f, limit=5, chunk=5))[-1]
+        position = (last.occurred_at, last.pk)
+    step = event_term_step(f, position, newer=False, limit=1000)
+    plan = plan_of(step)
+    if connection.vendor == "sqlite":
+        lines = plan.splitlines()
+        term_line = next(i for i, line in enumerate(lines) if "USING PRIMARY KEY" in line)
+        # e.g. "SEARCH U0 USING PRIMARY KEY (organization_id=? AND term_hash=? AND ...)"
+        assert "(organization_id=? AND term_hash=? AND occurred_at" in lines[term_line], plan
+        # The subquery (LIST SUBQUERY) is that walk alone: its ORDER BY is the key's order.
+        assert lines[term_line - 1].strip() == "LIST SUBQUERY 1", plan
+        assert "audit_eventterm" in str(step.query), plan
+        # The one sort is of the step's events (at most its limit), the outer ORDER BY.
+        assert [line for line in lines if "TEMP B-TREE" in line] in (
+            [],
+            ["USE TEMP B-TREE FOR ORDER BY"],
+        ), plan
+        assert lines[-1] == "USE TEMP B-TREE FOR ORDER BY" or "TEMP" not in plan, plan
+    else:
+        lines = plan.splitlines()
+        term_line = next(i for i, line in enumerate(lines) if "audit_eventterm" in line)
+        assert "Index Only Scan Backward using audit_eventterm_pkey" in lines[term_line], plan
+        # Its parent is the step's Limit: the walk stops there.
+        depth = len(lines[term_line]) - len(lines[term_line].lstrip())
+        parent = next(
+            line
+            for line in reversed(lines[:term_line])
+            if len(line) - len(line.lstrip()) < depth and "->" in line or not line.startswith(" ")
+        )
+        assert "Limit" in parent, plan
+        # A Sort, if any, is of the step's events, above the join: never below the Limit.
+        sorts = [i for i, line in enumerate(lines) if "Sort" in line and "Key" not in line]
+        assert all(i < term_line for i in sorts), plan
+        assert "Seq Scan" not in plan, plan
+    rows = list(step)
+    assert len(rows) == (20 if not from_position else 15)

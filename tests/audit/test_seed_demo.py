@@ -1,7 +1,9 @@
 import re
 
+import pytest
 from django.contrib.auth import authenticate
 from django.core.management import call_command
+from django.db import connection
 from django.utils import timezone
 
 from audit.catalogue import ACTIONS
@@ -89,3 +91,112 @@ def test_the_same_seed_makes_the_same_activity(db):
     assert first != other
     # Every action the plan records turns up.
     assert {s.action for s in first} == {a.key for a in ActivityGenerator(acme).actions}
+
+
+def _consistent(org) -> int:
+    """Checks what recording would have written for the organization's events: each
+    event's terms (by hash) and hash, and the hourly totals; returns its events."""
+    from audit.integrity import verify_org
+    from audit.models import EventHourlyCount, EventHourlyTotal, EventTerm
+    from audit.recording import event_terms, term_hash
+    from audit.verify import event_hash, event_values
+    from tests.conftest import seal
+
+    events = list(Event.objects.filter(organization=org).select_related("action"))
+    for event in events:
+        derived = event_terms(
+            actor_type=event.actor_type,
+            actor_name=event.actor_name,
+            actor_email=event.actor_email,
+            site_name=event.site_name,
+            items=[*event.context, *event.container],
+            action=event.action.key,
+            details=event.details,
+        )
+        stored = set(EventTerm.objects.filter(event=event).values_list("term_hash", flat=True))
+        assert stored == {term_hash(t) for t in derived}, event.pk
+        values = {f.attname: getattr(event, f.attname) for f in Event._meta.concrete_fields}
+        values["action"] = event.action.key
+        assert bytes(event.hash) == event_hash(event_values(values)), event.pk
+    hourly = EventHourlyTotal.objects.filter(organization=org).values_list("count", flat=True)
+    assert sum(hourly) == len(events)
+    counts = EventHourlyCount.objects.filter(organization=org).values_list("count", flat=True)
+    assert sum(counts) == len(events)
+    seal(org)
+    assert verify_org(org).ok
+    return len(events)
+
+
+# Committed (not the test's own transaction): on PostgreSQL sealing takes only events of
+# transactions that have ended.
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_seed_demo_with_orgs_fills_acme_and_shares_as_many_across_the_others(capsys, tmp_path):
+    keys = tmp_path / "keys.json"
+    call_command("seed_demo", events=400, orgs=3, jobs=1, simulator_keys=keys)
+    assert "3 customer organizations ready" in capsys.readouterr().out
+    acme = Organization.objects.get(name="Acme Corporation")
+    customers = list(Organization.objects.filter(name__startswith="Customer ").order_by("name"))
+    assert [c.name for c in customers] == ["Customer 0001", "Customer 0002", "Customer 0003"]
+    # And the simulator's ingest keys, one event each (one per Acme product).
+    assert _consistent(acme) == 400 + 3
+    assert sorted(_consistent(c) for c in customers) == [133, 133, 134]
+    # Spread over the retention window, newest today.
+    times = Event.objects.filter(organization=customers[0]).values_list("occurred_at", flat=True)
+    now = timezone.now()
+    assert now - min(times) > timezone.timedelta(days=120)
+    assert now - max(times) < timezone.timedelta(days=7)
+    # Each customer signs in: its admin, with the demo password.
+    admin = authenticate(email="admin@customer-0002.test", password="audit-demo")
+    assert Membership.objects.get(user=admin).organization == customers[1]
+    before = Event.objects.count()
+    call_command("seed_demo", events=400, orgs=3, jobs=1, simulator_keys=keys)
+    assert Event.objects.count() == before and Organization.objects.count() == 7
+
+
+def test_a_big_organization_is_seeded_in_slices_of_the_window(db):
+    from datetime import timedelta
+
+    from audit.demo_load import TASK_EVENTS, tasks_for
+
+    acme = demo_orgs_create()[0]
+    now = timezone.now()
+    tasks = tasks_for(acme, 2 * TASK_EVENTS + 1, 1, now)
+    assert sum(t.count for t in tasks) == 2 * TASK_EVENTS + 1
+    assert max(t.count for t in tasks) - min(t.count for t in tasks) <= 1
+    assert [t.now for t in tasks] == [now - timedelta(days=60 * n) for n in range(3)]
+    assert {t.days for t in tasks} == {60} and len({t.seed for t in tasks}) == 3
+
+
+def _index_definitions() -> list:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT tablename, indexdef FROM pg_indexes "
+            "WHERE tablename IN ('audit_event', 'audit_eventterm') ORDER BY 1, 2"
+        )
+        indexes = cursor.fetchall()
+        cursor.execute(
+            "SELECT relname, reloptions FROM pg_class WHERE relname IN "
+            "('audit_event', 'audit_eventterm', 'audit_eventhourlycount', "
+            "'audit_eventhourlytotal') ORDER BY 1"
+        )
+        return indexes + cursor.fetchall()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the PostgreSQL bulk load")
+@pytest.mark.django_db(transaction=True, serialized_rollback=True)
+def test_on_an_empty_postgresql_database_the_seed_builds_the_indexes_once_in_processes(
+    capsys, tmp_path
+):
+    before = _index_definitions()
+    assert any("event_org_time" in row[1] for row in before if row[0] == "audit_event")
+    call_command("seed_demo", events=3000, orgs=4, jobs=2, simulator_keys=tmp_path / "k.json")
+    out = capsys.readouterr().out
+    assert "Bulk load: indexes and autovacuum off until the end." in out
+    assert "indexes built in" in out and "VACUUM (ANALYZE) in" in out
+    assert _index_definitions() == before  # the same indexes, autovacuum back on
+    acme = Organization.objects.get(name="Acme Corporation")
+    assert _consistent(acme) == 3000 + 3  # and the simulator's keys
+    customers = Organization.objects.filter(name__startswith="Customer ")
+    assert sum(_consistent(c) for c in customers) == 3000

@@ -1,0 +1,239 @@
+"""Seeding many demo events fast: `seed_demo --events N --orgs M [--jobs J]`.
+
+The events are the demo's own (audit.demo.ActivityGenerator) and go through the
+recorder (audit.recording.record_specs: the same rules, search terms, hourly counts
+and event hashes as every recorded event; COPY on PostgreSQL), in J worker processes
+at once on PostgreSQL. What makes a big seed slow is the database keeping its indexes
+up to date row by row, the term key above all (one random insert per term); so when
+the events table is empty at the start, the load runs without the secondary indexes
+of the events table and the term table's key, and builds them once at the end, and
+autovacuum is off for the loaded tables meanwhile and a VACUUM (ANALYZE) ends the
+load (docs/deploy.md, "After a bulk load"). Sealing (integrity blocks) is the sealing
+loop's, afterwards: the seed writes each event's hash as recording does.
+
+SQLite has one writer: one process, indexes kept."""
+
+import gc
+import multiprocessing
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.contrib.auth.hashers import make_password
+from django.db import connection, connections, transaction
+from django.utils import timezone
+
+from orgs.models import Group, Membership, Organization, Plan, Product, Site, User
+
+from .demo import DEMO_PASSWORD, FIRST, GROUP_NAMES, LAST, ActivityGenerator
+from .models import Event, EventHourlyCount, EventHourlyTotal, EventTerm
+
+CHUNK = 50_000  # events per transaction
+TASK_EVENTS = 200_000  # at most this many events of one organization per task
+DAYS = 180
+LOADED_TABLES = (
+    Event._meta.db_table,
+    EventTerm._meta.db_table,
+    EventHourlyCount._meta.db_table,
+    EventHourlyTotal._meta.db_table,
+)
+CUSTOMER_PLANS = ("guard-premium", "cloud-enterprise", "guard-standard")
+CUSTOMER_ACCOUNTS = 12
+
+
+@dataclass(frozen=True)
+class Task:
+    """`count` events of one organization, spread over `days` days before `now`."""
+
+    org_id: int
+    count: int
+    seed: int
+    days: float
+    now: datetime
+
+
+def tasks_for(org: Organization, count: int, seed: int, now: datetime) -> list[Task]:
+    """An organization's events as tasks of at most TASK_EVENTS, each over its own
+    slice of the retention window (newest slice first), each with its own seed."""
+    parts = max(1, -(-count // TASK_EVENTS))
+    span = DAYS / parts
+    return [
+        Task(
+            org.pk,
+            count // parts + (1 if n < count % parts else 0),
+            seed if parts == 1 else seed * 100_003 + n,
+            span,
+            now - timedelta(days=span * n),
+        )
+        for n in range(parts)
+    ]
+
+
+def customers_create(count: int) -> list[Organization]:
+    """`count` more organizations ("Customer 0001" ...), each with a site, Jira and
+    Confluence, an admin, CUSTOMER_ACCOUNTS accounts and the demo's groups; bulk
+    inserts, one password hash for all (the demo password). Idempotent: existing
+    customers are kept and not made again."""
+    existing = list(Organization.objects.filter(name__startswith="Customer ").order_by("pk"))
+    if len(existing) >= count:
+        return existing[:count]
+    plans = {p.key: p for p in Plan.objects.filter(key__in=CUSTOMER_PLANS)}
+    password = make_password(DEMO_PASSWORD)
+    with transaction.atomic():
+        new = Organization.objects.bulk_create(
+            Organization(name=f"Customer {n:04d}", plan=plans[CUSTOMER_PLANS[n % 3]])
+            for n in range(len(existing) + 1, count + 1)
+        )
+        sites = Site.objects.bulk_create(
+            Site(organization=org, name=f"customer-{org.name[-4:]}.example.net") for org in new
+        )
+        Product.objects.bulk_create(
+            Product(site=site, kind=kind) for site in sites for kind in ("jira", "confluence")
+        )
+        users, roles = [], []
+        for org in new:
+            tag = org.name[-4:]
+            users.append(User(email=f"admin@customer-{tag}.test", name="Org Admin"))
+            roles.append((org, Membership.Role.ADMIN))
+            for n in range(CUSTOMER_ACCOUNTS):
+                first, last = FIRST[(n + org.pk) % len(FIRST)], LAST[(n * 7 + org.pk) % len(LAST)]
+                users.append(
+                    User(
+                        email=f"{first}.{last}{n}@customer-{tag}.test".lower(),
+                        name=f"{first} {last}",
+                    )
+                )
+                roles.append((org, Membership.Role.MEMBER))
+        for user in users:
+            user.password = password
+        users = User.objects.bulk_create(users)
+        Membership.objects.bulk_create(
+            Membership(organization=org, user=user, role=role)
+            for user, (org, role) in zip(users, roles, strict=True)
+        )
+        Group.objects.bulk_create(
+            Group(organization=org, name=name) for org in new for name in GROUP_NAMES
+        )
+    return existing + new
+
+
+def _task_run(task: Task) -> int:
+    """One task, in a worker process: the events, recorded in chunks."""
+    from .recording import record_specs
+
+    gc.disable()  # millions of short-lived objects, no cycles
+    org = Organization.objects.select_related("plan").get(pk=task.org_id)
+    specs = ActivityGenerator(org, seed=task.seed).specs(task.count, days=task.days, now=task.now)
+    recorded = 0
+    while True:
+        chunk = [spec for _, spec in zip(range(CHUNK), specs, strict=False)]
+        if not chunk:
+            return recorded
+        recorded += len(record_specs(org, chunk, CHUNK)[0])
+
+
+def _worker_start() -> None:
+    # The default SIGTERM: a handler inherited from the parent (a worker's, a test
+    # runner's) would keep the pool from ending its workers.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    connections.close_all()  # never share the parent's socket: each opens its own
+
+
+def tasks_run(tasks: list[Task], jobs: int, progress: Callable[[int], None]) -> int:
+    """Runs `tasks` in `jobs` processes (PostgreSQL, outside a transaction: the
+    workers would not see what it has not committed) or here; returns how many events
+    were recorded."""
+    total = 0
+    if jobs <= 1 or connection.vendor != "postgresql" or connection.in_atomic_block:
+        for task in tasks:
+            total += _task_run(task)
+            progress(total)
+        return total
+    connections.close_all()
+    context = multiprocessing.get_context("fork")
+    pool = context.Pool(jobs, initializer=_worker_start)
+    try:
+        for recorded in pool.imap_unordered(_task_run, tasks):
+            total += recorded
+            progress(total)
+        pool.close()  # every task done: the workers end by themselves
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
+    return total
+
+
+# PostgreSQL bulk load: indexes built once, autovacuum off meanwhile.
+
+
+def _secondary_indexes(cursor) -> list[tuple[str, str]]:
+    """(name, CREATE statement) of the events table's indexes but its primary key."""
+    cursor.execute(
+        "SELECT i.relname, pg_get_indexdef(i.oid) FROM pg_index x "
+        "JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid "
+        "WHERE t.relname = %s AND NOT x.indisprimary ORDER BY i.relname",
+        [Event._meta.db_table],
+    )
+    return cursor.fetchall()
+
+
+def _term_key(cursor) -> tuple[str, str] | None:
+    cursor.execute(
+        "SELECT conname, pg_get_constraintdef(c.oid) FROM pg_constraint c "
+        "JOIN pg_class t ON t.oid = c.conrelid WHERE t.relname = %s AND c.contype = 'p'",
+        [EventTerm._meta.db_table],
+    )
+    return cursor.fetchone()
+
+
+@contextmanager
+def pg_bulk_load(report: Callable[[str], None]) -> Iterator[bool]:
+    """PostgreSQL, events table empty: drops the events' secondary indexes and the
+    term key for the duration, turns autovacuum off on the loaded tables, then
+    rebuilds them (several workers per index) and runs VACUUM (ANALYZE). Yields whether
+    it did (False: nothing changed, indexes kept)."""
+    if connection.vendor != "postgresql" or connection.in_atomic_block:
+        yield False
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {Event._meta.db_table})")
+        if cursor.fetchone()[0]:
+            yield False
+            return
+        indexes, key = _secondary_indexes(cursor), _term_key(cursor)
+        for table in LOADED_TABLES:
+            cursor.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = off)")
+        for name, _ in indexes:
+            cursor.execute(f'DROP INDEX "{name}"')
+        if key:
+            cursor.execute(f'ALTER TABLE {EventTerm._meta.db_table} DROP CONSTRAINT "{key[0]}"')
+    try:
+        yield True
+    finally:
+        connections.close_all()
+        with connection.cursor() as cursor:
+            started = time.monotonic()
+            cursor.execute("SET maintenance_work_mem = '256MB'")
+            cursor.execute(f"SET max_parallel_maintenance_workers = {min(4, os.cpu_count() or 1)}")
+            if key:
+                cursor.execute(
+                    f'ALTER TABLE {EventTerm._meta.db_table} ADD CONSTRAINT "{key[0]}" {key[1]}'
+                )
+            for _, create in indexes:
+                cursor.execute(create)
+            report(f"indexes built in {time.monotonic() - started:.1f} s")
+            started = time.monotonic()
+            for table in LOADED_TABLES:
+                cursor.execute(f"ALTER TABLE {table} RESET (autovacuum_enabled)")
+            cursor.execute(f"VACUUM (ANALYZE) {', '.join(LOADED_TABLES)}")
+            report(f"VACUUM (ANALYZE) in {time.monotonic() - started:.1f} s")
+
+
+def now_rounded() -> datetime:
+    return timezone.now().replace(microsecond=0)
