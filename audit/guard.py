@@ -40,6 +40,14 @@ from contextlib import contextmanager
 from django.conf import settings
 from django.db import DatabaseError, connection
 
+from .partitions import (
+    PARTITION_FUNCTIONS,
+    PARTITIONED,
+    is_partitioned,
+    partition_triggers_sql,
+    partitions_of,
+)
+
 # Never updated; deleted only by the retention job (events and terms) or never outside
 # the test suite's flush (the integrity blocks and retention marks, which the job keeps).
 EVENT_TABLES = ("audit_event", "audit_eventterm", "audit_block", "audit_retentionmark")
@@ -132,8 +140,11 @@ _OFF = f"PERFORM set_config('{PURGE_SETTING}', 'off', true);"
 
 
 def _pg_purge_functions_sql(min_days: int) -> list[str]:
-    """The retention job's two ways through the guard (see the module docstring)."""
-    return [_pg_purge_batch_sql(min_days), _PG_PURGE_TERMS]
+    """The retention job's ways through the guard (see the module docstring), and the
+    partition functions (audit.partitions: making months ahead, dropping expired ones)."""
+    from .partitions import functions_sql
+
+    return [_pg_purge_batch_sql(min_days), _PG_PURGE_TERMS, *functions_sql(min_days)]
 
 
 def _pg_purge_batch_sql(min_days: int) -> str:
@@ -147,6 +158,9 @@ SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
     gone audit_event[];
+    ids bigint[];
+    first_at timestamptz;
+    last_at timestamptz;
     last_hour timestamptz;
     removed integer;
 BEGIN
@@ -154,12 +168,16 @@ BEGIN
     -- Never younger than the minimum retention, whatever the caller asked.
     -- enable_sort off: walk event_org_time in order and stop at p_limit, even before
     -- the table has statistics (the planner would sort every expired event instead).
+    SELECT array_agg(b.id), min(b.occurred_at), max(b.occurred_at) INTO ids, first_at, last_at
+    FROM (SELECT e.id, e.occurred_at FROM audit_event e
+          WHERE e.organization_id = p_org
+            AND e.occurred_at < LEAST(p_cutoff, now() - make_interval(days => {min_days}))
+          ORDER BY e.occurred_at, e.id LIMIT p_limit) b;
+    -- The batch's time span too: with the events in monthly partitions (audit.partitions)
+    -- the DELETE then probes the months it needs, not every month for every id.
     WITH d AS (
-        DELETE FROM audit_event WHERE id = ANY(ARRAY(
-            SELECT e.id FROM audit_event e
-            WHERE e.organization_id = p_org
-              AND e.occurred_at < LEAST(p_cutoff, now() - make_interval(days => {min_days}))
-            ORDER BY e.occurred_at, e.id LIMIT p_limit))
+        DELETE FROM audit_event
+        WHERE id = ANY(ids) AND occurred_at >= first_at AND occurred_at <= last_at
         RETURNING *)
     SELECT array_agg(d) INTO gone FROM d;
     IF gone IS NULL THEN
@@ -203,7 +221,8 @@ DECLARE
     deleted bigint;
 BEGIN
     -- Only the terms of events that are gone: a search term is the event's to keep.
-    IF EXISTS (SELECT 1 FROM audit_event WHERE id = ANY(p_ids)) THEN
+    IF EXISTS (SELECT 1 FROM audit_event WHERE id = ANY(p_ids)
+               AND occurred_at >= p_first_at AND occurred_at <= p_last_at) THEN
         RAISE EXCEPTION 'audit_eventterm is append-only: the terms of a stored event'
             USING ERRCODE = 'restrict_violation';
     END IF;
@@ -217,6 +236,7 @@ BEGIN
         SELECT t.ctid FROM unnest(p_terms) AS k(term) CROSS JOIN LATERAL (
             SELECT ctid FROM audit_eventterm
             WHERE organization_id = p_org AND term = k.term
+              AND occurred_at >= p_first_at AND occurred_at <= p_last_at
               AND (occurred_at, event_id) >= (p_first_at, p_first_id)
               AND (occurred_at, event_id) <= (p_last_at, p_last_id)
               AND event_id + 0 = ANY(p_ids)) AS t));
@@ -279,6 +299,7 @@ def append_only_install(schema_editor) -> None:
         statements = [_PG_FUNCTIONS]
         for table in tables:
             statements += _pg_trigger_sql(table)
+        statements += partition_triggers_sql(conn)
         if "audit_eventhourlytotal" in existing:  # the functions name every table
             statements += _pg_purge_functions_sql(settings.AUDIT_MIN_RETENTION_DAYS)
     elif conn.vendor == "sqlite":
@@ -305,6 +326,7 @@ def append_only_uninstall(schema_editor) -> None:
     if vendor == "postgresql":
         for function in (
             *PURGE_FUNCTIONS,
+            *PARTITION_FUNCTIONS,
             "audit_append_only_guard()",
             "audit_append_only_refuse()",
             "audit_guard_open(oid)",
@@ -353,12 +375,17 @@ def grants_apply(using=None) -> bool:
         )
     if CATALOGUE_TABLE in existing:
         statements.append(f"REVOKE INSERT ON {CATALOGUE_TABLE} FROM {app}")
+    # The monthly partitions (audit.partitions): reached through their parents only,
+    # whose privileges PostgreSQL checks; on a partition itself the role has none.
+    partitions = [p for t in PARTITIONED if is_partitioned(conn, t) for p in partitions_of(t, conn)]
+    if partitions:
+        statements.append(f"REVOKE ALL ON {', '.join(partitions)} FROM {app}")
     if counts:
         statements.append(f"GRANT UPDATE ON {counts} TO {app}")
     with conn.cursor() as cursor:
         cursor.execute("SELECT to_regprocedure(%s) IS NOT NULL", [PURGE_FUNCTIONS[0]])
         if cursor.fetchone()[0]:
-            functions = ", ".join(PURGE_FUNCTIONS)
+            functions = ", ".join((*PURGE_FUNCTIONS, *PARTITION_FUNCTIONS))
             statements.append(f"REVOKE EXECUTE ON FUNCTION {functions} FROM PUBLIC")
             statements.append(f"GRANT EXECUTE ON FUNCTION {functions} TO {app}")
         for sql in statements:
