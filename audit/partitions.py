@@ -222,7 +222,8 @@ BEGIN
             EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I WHERE %I >= $1 AND %I < $2)',
                            tables[i] || '_default', keys[i], keys[i]) INTO strays USING lo, hi;
             IF strays THEN
-                EXECUTE format('CREATE TABLE public.%I (LIKE %I INCLUDING DEFAULTS INCLUDING CONSTRAINTS)',
+                EXECUTE format('CREATE TABLE public.%I '
+                               '(LIKE %I INCLUDING DEFAULTS INCLUDING CONSTRAINTS)',
                                part, tables[i]);
                 EXECUTE format('INSERT INTO %I SELECT * FROM %I WHERE %I >= $1 AND %I < $2',
                                part, tables[i] || '_default', keys[i], keys[i]) USING lo, hi;
@@ -271,6 +272,10 @@ BEGIN
         RAISE EXCEPTION 'audit_partitions_drop: % is not past every organization''s retention '
             '(% days)', to_char(p_month, 'YYYY-MM'), longest USING ERRCODE = 'restrict_violation';
     END IF;
+    PERFORM pg_advisory_xact_lock({_LOCK});
+    IF to_regclass(tables[1] || suffix) IS NULL THEN
+        RETURN;  -- dropped already (by a job running at the same time)
+    END IF;
     FOREACH t IN ARRAY tables LOOP
         IF to_regclass(t || suffix) IS NULL THEN
             RAISE EXCEPTION 'audit_partitions_drop: no partition %', t || suffix
@@ -281,7 +286,6 @@ BEGIN
         RAISE EXCEPTION 'audit_partitions_drop: events older than % remain: not the oldest month',
             to_char(p_month, 'YYYY-MM') USING ERRCODE = 'restrict_violation';
     END IF;
-    PERFORM pg_advisory_xact_lock({_LOCK});
     PERFORM set_config('lock_timeout', '{DROP_LOCK_TIMEOUT}', true);
     -- What the month held per organization, from its hourly totals (kept exact at
     -- write time), before it goes.

@@ -220,12 +220,18 @@ def event_slice(
     activity merged for several activities."""
     if not _in_force(filters):
         return []
+    # The events of the ids a search or a merge found are read within the same window
+    # and past the same position: on PostgreSQL, where the events are in monthly
+    # partitions (audit.partitions), the lookup by id then probes only those months.
+    in_window = keyset_events(
+        Event.objects.filter(organization=filters.org, **_window(filters)), position, newer
+    )
     if filters.cleaned_data["q"]:
         terms = keyset_events(event_term_rows(filters), position, newer, id_field="event_id")
-        qs = Event.objects.filter(id__in=terms.values("event_id")[:limit])
+        qs = in_window.filter(id__in=terms.values("event_id")[:limit])
     elif len(filters.action_ids) > 1:
         ids = keyset_union_ids(_events(filters), filters.action_ids, position, newer, limit)
-        qs = Event.objects.filter(id__in=ids)
+        qs = in_window.filter(id__in=ids)
     else:
         qs = keyset_events(event_list(filters=filters), position, newer)
     order = ("occurred_at", "id") if newer else ("-occurred_at", "-id")
