@@ -324,6 +324,14 @@ def append_only_uninstall(schema_editor) -> None:
             elif vendor == "sqlite":
                 schema_editor.execute(f"DROP TRIGGER IF EXISTS {table}_{suffix}")
     if vendor == "postgresql":
+        conn = schema_editor.connection
+        for table in PARTITIONED:
+            if is_partitioned(conn, table):
+                for partition in partitions_of(table, conn):
+                    for suffix in ("no_delete", "no_truncate"):
+                        schema_editor.execute(
+                            f"DROP TRIGGER IF EXISTS {partition}_{suffix} ON {partition}"
+                        )
         for function in (
             *PURGE_FUNCTIONS,
             *PARTITION_FUNCTIONS,

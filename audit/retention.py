@@ -121,13 +121,14 @@ def audit_log_purge(
     now = now or timezone.now()
     batch_size = batch_size or settings.AUDIT_PURGE_BATCH_SIZE
     pause = settings.AUDIT_PURGE_PAUSE if pause is None else pause
+    every_org = organizations is None  # months are dropped only in a run over all of them
     if organizations is None:
         organizations = Organization.objects.select_related("plan").order_by("pk")
     result = PurgeResult(dry_run=dry_run)
     batches = 0
     max_share = settings.AUDIT_PURGE_MAX_SHARE if max_share is None else max_share
     dropped: dict[int, int] = {}
-    if organizations is None and not dry_run:
+    if every_org and not dry_run:
         dropped = _partitions_drop(now, max_share)
     for org in organizations:
         purge = OrgPurge(org, retention_cutoff(org, now))

@@ -78,7 +78,9 @@ def index_scans(plan: str) -> list[tuple[str, str]]:
 def sorts(plan: str) -> list[str]:
     """Sort nodes of a PostgreSQL plan ("Sort Key:" of a Merge Append is no sort)."""
     return [
-        line for line in plan.splitlines() if re.match(r"\s*(->\s*)?(Incremental )?Sort\b(?! Key)", line)
+        line
+        for line in plan.splitlines()
+        if re.match(r"\s*(->\s*)?(Incremental )?Sort\b(?! Key)", line)
     ]
 
 
