@@ -239,6 +239,12 @@ def test_the_application_role_cannot_drop_detach_or_empty_a_partition(org):
             app.execute("SELECT * FROM audit_partitions_drop(%s)", [month])
         # Making months ahead is allowed: idempotent and harmless.
         app.execute("SELECT audit_partitions_ensure(%s, %s)", [month, month_add(month, 3)])
+        # And an expired month (the oldest) goes, as the retention job drops it.
+        old = month_add(month, -20)
+        app.execute("SELECT audit_partitions_ensure(%s, %s)", [old, old])
+        assert partition_name("audit_event", old) in months()
+        app.execute("SELECT * FROM audit_partitions_drop(%s)", [old])
+    assert partition_name("audit_event", old) not in months()
     assert part in months()
     assert Event.objects.filter(organization=org).count() == 1
 
