@@ -26,6 +26,13 @@ PostgreSQL, two roles (README, "Database roles"):
   those functions, a migration, or the test suite's `flush`. The application role can
   set the setting but is never the owner, so it opens nothing.
 
+- The monthly partitions of the events tables (audit.partitions) carry the parents'
+  DELETE / TRUNCATE guard too, and the application role has no privilege on them: it
+  reads and writes through the parents. Only the owner can create, attach, detach or
+  drop a partition; the application role does it through the owner's functions
+  `audit_partitions_ensure` (months ahead) and `audit_partitions_drop` (an expired
+  month, rechecked by the function).
+
 SQLite has no roles: triggers refuse the same changes unless the table
 `audit_purgeguard` has a row, which `purge_allowed()` inserts and deletes inside the
 job's transaction. That stops mistakes and code that bypasses the ORM; anyone who can
