@@ -26,6 +26,13 @@ PostgreSQL, two roles (README, "Database roles"):
   those functions, a migration, or the test suite's `flush`. The application role can
   set the setting but is never the owner, so it opens nothing.
 
+- The monthly partitions of the events tables (audit.partitions) carry the parents'
+  DELETE / TRUNCATE guard too, and the application role has no privilege on them: it
+  reads and writes through the parents. Only the owner can create, attach, detach or
+  drop a partition; the application role does it through the owner's functions
+  `audit_partitions_ensure` (months ahead) and `audit_partitions_drop` (an expired
+  month, rechecked by the function).
+
 SQLite has no roles: triggers refuse the same changes unless the table
 `audit_purgeguard` has a row, which `purge_allowed()` inserts and deletes inside the
 job's transaction. That stops mistakes and code that bypasses the ORM; anyone who can
@@ -39,6 +46,14 @@ from contextlib import contextmanager
 
 from django.conf import settings
 from django.db import DatabaseError, connection
+
+from .partitions import (
+    PARTITION_FUNCTIONS,
+    PARTITIONED,
+    is_partitioned,
+    partition_triggers_sql,
+    partitions_of,
+)
 
 # Never updated; deleted only by the retention job (events and terms) or never outside
 # the test suite's flush (the integrity blocks and retention marks, which the job keeps).
@@ -132,8 +147,11 @@ _OFF = f"PERFORM set_config('{PURGE_SETTING}', 'off', true);"
 
 
 def _pg_purge_functions_sql(min_days: int) -> list[str]:
-    """The retention job's two ways through the guard (see the module docstring)."""
-    return [_pg_purge_batch_sql(min_days), _PG_PURGE_TERMS]
+    """The retention job's ways through the guard (see the module docstring), and the
+    partition functions (audit.partitions: making months ahead, dropping expired ones)."""
+    from .partitions import functions_sql
+
+    return [_pg_purge_batch_sql(min_days), _PG_PURGE_TERMS, *functions_sql(min_days)]
 
 
 def _pg_purge_batch_sql(min_days: int) -> str:
@@ -147,6 +165,9 @@ SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
     gone audit_event[];
+    ids bigint[];
+    first_at timestamptz;
+    last_at timestamptz;
     last_hour timestamptz;
     removed integer;
 BEGIN
@@ -154,12 +175,16 @@ BEGIN
     -- Never younger than the minimum retention, whatever the caller asked.
     -- enable_sort off: walk event_org_time in order and stop at p_limit, even before
     -- the table has statistics (the planner would sort every expired event instead).
+    SELECT array_agg(b.id), min(b.occurred_at), max(b.occurred_at) INTO ids, first_at, last_at
+    FROM (SELECT e.id, e.occurred_at FROM audit_event e
+          WHERE e.organization_id = p_org
+            AND e.occurred_at < LEAST(p_cutoff, now() - make_interval(days => {min_days}))
+          ORDER BY e.occurred_at, e.id LIMIT p_limit) b;
+    -- The batch's time span too: with the events in monthly partitions (audit.partitions)
+    -- the DELETE then probes the months it needs, not every month for every id.
     WITH d AS (
-        DELETE FROM audit_event WHERE id = ANY(ARRAY(
-            SELECT e.id FROM audit_event e
-            WHERE e.organization_id = p_org
-              AND e.occurred_at < LEAST(p_cutoff, now() - make_interval(days => {min_days}))
-            ORDER BY e.occurred_at, e.id LIMIT p_limit))
+        DELETE FROM audit_event
+        WHERE id = ANY(ids) AND occurred_at >= first_at AND occurred_at <= last_at
         RETURNING *)
     SELECT array_agg(d) INTO gone FROM d;
     IF gone IS NULL THEN
@@ -200,10 +225,13 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public
 SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
-    deleted bigint;
+    deleted bigint := 0;
+    n bigint;
+    part record;
 BEGIN
     -- Only the terms of events that are gone: a search term is the event's to keep.
-    IF EXISTS (SELECT 1 FROM audit_event WHERE id = ANY(p_ids)) THEN
+    IF EXISTS (SELECT 1 FROM audit_event WHERE id = ANY(p_ids)
+               AND occurred_at >= p_first_at AND occurred_at <= p_last_at) THEN
         RAISE EXCEPTION 'audit_eventterm is append-only: the terms of a stored event'
             USING ERRCODE = 'restrict_violation';
     END IF;
@@ -212,15 +240,24 @@ BEGIN
     -- choose to hash all the organization's terms instead. A writer may commit an
     -- event inside the range after the batch was read; the event_id filter (kept out
     -- of the index condition by "+ 0": as an index key it would mean one index
-    -- descent per id) leaves its terms alone.
-    DELETE FROM audit_eventterm WHERE ctid = ANY(ARRAY(
-        SELECT t.ctid FROM unnest(p_terms) AS k(term) CROSS JOIN LATERAL (
-            SELECT ctid FROM audit_eventterm
+    -- descent per id) leaves its terms alone. A ctid names a row only within its own
+    -- table, and the terms are in monthly partitions (audit.partitions): the rows are
+    -- deleted from each partition that holds them, by that partition's name.
+    FOR part IN
+        SELECT t.tableoid::regclass AS name, array_agg(t.ctid) AS tids
+        FROM unnest(p_terms) AS k(term) CROSS JOIN LATERAL (
+            SELECT tableoid, ctid FROM audit_eventterm
             WHERE organization_id = p_org AND term_hash = k.term
+              AND occurred_at >= p_first_at AND occurred_at <= p_last_at
               AND (occurred_at, event_id) >= (p_first_at, p_first_id)
               AND (occurred_at, event_id) <= (p_last_at, p_last_id)
-              AND event_id + 0 = ANY(p_ids)) AS t));
-    GET DIAGNOSTICS deleted = ROW_COUNT;
+              AND event_id + 0 = ANY(p_ids)) AS t
+        GROUP BY t.tableoid
+    LOOP
+        EXECUTE format('DELETE FROM %s WHERE ctid = ANY($1)', part.name) USING part.tids;
+        GET DIAGNOSTICS n = ROW_COUNT;
+        deleted := deleted + n;
+    END LOOP;
     {_OFF}
     RETURN deleted;
 END
@@ -279,6 +316,7 @@ def append_only_install(schema_editor) -> None:
         statements = [_PG_FUNCTIONS]
         for table in tables:
             statements += _pg_trigger_sql(table)
+        statements += partition_triggers_sql(conn)
         if "audit_eventhourlytotal" in existing:  # the functions name every table
             statements += _pg_purge_functions_sql(settings.AUDIT_MIN_RETENTION_DAYS)
     elif conn.vendor == "sqlite":
@@ -303,8 +341,17 @@ def append_only_uninstall(schema_editor) -> None:
             elif vendor == "sqlite":
                 schema_editor.execute(f"DROP TRIGGER IF EXISTS {table}_{suffix}")
     if vendor == "postgresql":
+        conn = schema_editor.connection
+        for table in PARTITIONED:
+            if is_partitioned(conn, table):
+                for partition in partitions_of(table, conn):
+                    for suffix in ("no_delete", "no_truncate"):
+                        schema_editor.execute(
+                            f"DROP TRIGGER IF EXISTS {partition}_{suffix} ON {partition}"
+                        )
         for function in (
             *PURGE_FUNCTIONS,
+            *PARTITION_FUNCTIONS,
             "audit_append_only_guard()",
             "audit_append_only_refuse()",
             "audit_guard_open(oid)",
@@ -353,12 +400,17 @@ def grants_apply(using=None) -> bool:
         )
     if CATALOGUE_TABLE in existing:
         statements.append(f"REVOKE INSERT ON {CATALOGUE_TABLE} FROM {app}")
+    # The monthly partitions (audit.partitions): reached through their parents only,
+    # whose privileges PostgreSQL checks; on a partition itself the role has none.
+    partitions = [p for t in PARTITIONED if is_partitioned(conn, t) for p in partitions_of(t, conn)]
+    if partitions:
+        statements.append(f"REVOKE ALL ON {', '.join(partitions)} FROM {app}")
     if counts:
         statements.append(f"GRANT UPDATE ON {counts} TO {app}")
     with conn.cursor() as cursor:
         cursor.execute("SELECT to_regprocedure(%s) IS NOT NULL", [PURGE_FUNCTIONS[0]])
         if cursor.fetchone()[0]:
-            functions = ", ".join(PURGE_FUNCTIONS)
+            functions = ", ".join((*PURGE_FUNCTIONS, *PARTITION_FUNCTIONS))
             statements.append(f"REVOKE EXECUTE ON FUNCTION {functions} FROM PUBLIC")
             statements.append(f"GRANT EXECUTE ON FUNCTION {functions} TO {app}")
         for sql in statements:

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.mail import send_mail
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
@@ -121,18 +121,25 @@ def audit_log_purge(
     now = now or timezone.now()
     batch_size = batch_size or settings.AUDIT_PURGE_BATCH_SIZE
     pause = settings.AUDIT_PURGE_PAUSE if pause is None else pause
+    every_org = organizations is None  # months are dropped only in a run over all of them
     if organizations is None:
         organizations = Organization.objects.select_related("plan").order_by("pk")
     result = PurgeResult(dry_run=dry_run)
     batches = 0
     max_share = settings.AUDIT_PURGE_MAX_SHARE if max_share is None else max_share
+    dropped: dict[int, int] = {}
+    if every_org and not dry_run:
+        dropped = _partitions_drop(now, max_share)
     for org in organizations:
         purge = OrgPurge(org, retention_cutoff(org, now))
+        purge.events = dropped.get(org.pk, 0)
         result.orgs.append(purge)
         purge.held = _too_large(purge, max_share)
         if purge.held:
             if not dry_run:
                 _purge_hold(purge, max_share)
+                if purge.events:  # the drop's own RetentionMark stands
+                    _purge_record(purge, mark=False)
             continue
         if dry_run:
             purge.events = Event.objects.filter(
@@ -145,6 +152,51 @@ def audit_log_purge(
         if not result.complete:
             break
     return result
+
+
+def _partitions_drop(now: datetime, max_share: float) -> dict[int, int]:
+    """PostgreSQL with monthly partitions (audit.partitions): drops each month whose every
+    event is past every organization's retention, oldest first, in one statement per
+    month; returns the events removed per organization. The owner's function checks the
+    month again and leaves the RetentionMarks; the audit_log_purged events are recorded
+    by the per-organization pass (which then purges the boundary month in batches).
+
+    A month holding events of an organization whose purge would be held (more than
+    `max_share` of its log) is not dropped, nor any after it: the per-organization pass
+    holds it and tells staff, as without partitions."""
+    from .partitions import expired_months, month_bounds, partition_drop
+
+    removed: Counter = Counter()
+    # The function judges by the server's clock: a `now` ahead of it (a test, a
+    # simulation) must not make the job ask for a month the function refuses.
+    for month in expired_months(min(now, timezone.now())):
+        start, end = month_bounds(month)
+        org_ids = (
+            EventHourlyTotal.objects.filter(hour__gte=start, hour__lt=end)
+            .values_list("organization_id", flat=True)
+            .distinct()
+        )
+        orgs = Organization.objects.select_related("plan").filter(pk__in=list(org_ids))
+        held = [o.pk for o in orgs if _too_large(OrgPurge(o, retention_cutoff(o, now)), max_share)]
+        if held:
+            logger.warning("Partition %s not dropped: purge held for %s", month, held)
+            break
+        started = time.monotonic()
+        try:
+            with transaction.atomic():
+                gone = partition_drop(month)
+        except DatabaseError as exc:  # e.g. lock_timeout: the batches go on, and tomorrow
+            logger.error("Partition %s not dropped: %s", month, exc)
+            break
+        removed.update(gone)
+        logger.info(
+            "Dropped the partitions of %s: %d events of %d organizations in %.2f s",
+            month,
+            sum(gone.values()),
+            len(gone),
+            time.monotonic() - started,
+        )
+    return dict(removed)
 
 
 def _org_purge(
@@ -383,15 +435,16 @@ def _purge_hold(purge: OrgPurge, max_share: float) -> None:
         )
 
 
-def _purge_record(purge: OrgPurge) -> None:
+def _purge_record(purge: OrgPurge, *, mark: bool = True) -> None:
     # Kept beside the blocks, which the purge leaves whole: verification then reads the
     # sealed events older than the cutoff as removed by retention (audit.integrity).
-    RetentionMark.objects.create(
-        organization=purge.organization,
-        cutoff=purge.cutoff,
-        purged_at=timezone.now(),
-        events=purge.events,
-    )
+    if mark:
+        RetentionMark.objects.create(
+            organization=purge.organization,
+            cutoff=purge.cutoff,
+            purged_at=timezone.now(),
+            events=purge.events,
+        )
     recorded = event_record(
         organization=purge.organization,
         action="audit_log_purged",

@@ -215,6 +215,10 @@ def event_term_rows(filters: "EventFilter") -> QuerySet:
     )
     if filters.action_ids:
         terms = terms.filter(event__action_id__in=filters.action_ids)
+    if filters.action_ids or filters.has_row_filters:
+        # Joined to the events: the same window on their side (a term's time is its
+        # event's) lets PostgreSQL read only those months of the partitioned events.
+        terms = terms.filter(**{f"event__{k}": v for k, v in _window(filters).items()})
     return terms
 
 
@@ -270,11 +274,21 @@ def event_slice(
         )
     if len(filters.action_ids) > 1:
         ids = keyset_union_ids(_events(filters), filters.action_ids, position, newer, limit)
-        qs = Event.objects.filter(id__in=ids)
+        qs = _in_window(filters, position, newer).filter(id__in=ids)
     else:
         qs = keyset_events(event_list(filters=filters), position, newer)
     order = ("occurred_at", "id") if newer else ("-occurred_at", "-id")
     return _fetch(qs.order_by(*order)[:limit], values, columns)
+
+
+def _in_window(filters: "EventFilter", position: Position | None, newer: bool) -> QuerySet:
+    """The organization's events in the filter's window and past `position`: what the
+    ids a search or a merge found are read from, so that on PostgreSQL, where the
+    events are in monthly partitions (audit.partitions), the lookup by id probes only
+    the window's months."""
+    return keyset_events(
+        Event.objects.filter(organization=filters.org, **_window(filters)), position, newer
+    )
 
 
 def _fetch(
@@ -353,7 +367,7 @@ def event_term_step(
     """The events of the next `limit` term rows of the search past `position`, nearest
     first (unchecked: see event_carries_term)."""
     terms = keyset_events(event_term_rows(filters), position, newer, id_field="event_id")
-    qs = Event.objects.filter(id__in=terms.values("event_id")[:limit])
+    qs = _in_window(filters, position, newer).filter(id__in=terms.values("event_id")[:limit])
     order = ("occurred_at", "id") if newer else ("-occurred_at", "-id")
     return qs.order_by(*order)[:limit]
 

@@ -70,6 +70,34 @@ def retention_schedule_ensure(schedule_model=None):
     )
 
 
+# Monthly partitions (audit.partitions; PostgreSQL).
+
+PARTITIONS_SCHEDULE_NAME = "audit-log-partitions-daily"
+PARTITIONS_FUNC = "audit.tasks.audit_partitions_ensure"
+PARTITIONS_HOUR_UTC = 1  # before the retention job
+
+
+def audit_partitions_ensure() -> dict:
+    """Daily: creates the months ahead (and any missing month an event may still be
+    recorded in). Idempotent; nothing to do on SQLite."""
+    from .partitions import partitions_ensure
+
+    return {"created": partitions_ensure()}
+
+
+def partitions_schedule_ensure(schedule_model=None):
+    """The daily partitions schedule (migration 0016, PostgreSQL only)."""
+    if schedule_model is None:
+        from django_q.models import Schedule as schedule_model
+    return schedule_ensure(
+        schedule_model,
+        PARTITIONS_SCHEDULE_NAME,
+        func=PARTITIONS_FUNC,
+        schedule_type="D",
+        next_run=next_run_after(timezone.now(), PARTITIONS_HOUR_UTC),
+    )
+
+
 # Tamper evidence (audit.integrity).
 
 SEAL_SCHEDULE_NAME = "audit-log-seal"

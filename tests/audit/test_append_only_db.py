@@ -70,7 +70,8 @@ def test_an_upsert_over_an_event_is_refused_on_postgresql(event):
     with pytest.raises(IntegrityError, match="UPDATE refused"):
         raw(
             "INSERT INTO audit_event SELECT * FROM audit_event WHERE id = %s "
-            "ON CONFLICT (id) DO UPDATE SET message = 'tampered'",
+            # (id, occurred_at): the primary key of the partitioned table (audit.partitions)
+            "ON CONFLICT (id, occurred_at) DO UPDATE SET message = 'tampered'",
             [event.pk],
         )
 

@@ -3,6 +3,7 @@ and then time, and must not sort: the event list, the Activity filter and the
 exact-term search. Checked with EXPLAIN on the active database (SQLite or
 PostgreSQL); the plans are printed (pytest -s) for the record."""
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -56,11 +57,58 @@ def assert_index_range_scan(plan: str, index: str, table: str) -> None:
         assert "TEMP B-TREE" not in plan, plan
         assert f"SCAN {table}" not in plan, plan
     else:
-        # e.g. "Index Scan Backward using event_org_time on audit_event"
-        assert f"Index Scan Backward using {index} on {table}" in plan or (
-            f"Index Only Scan Backward using {index} on {table}" in plan
-        ), plan
-        assert "Sort" not in plan and "Seq Scan" not in plan, plan
+        # e.g. "Index Scan Backward using event_org_time on audit_event", or with the
+        # monthly partitions (audit.partitions) one such scan per partition, each of an
+        # index of the partition made from `index`, merged in order.
+        scans = index_scans(plan)
+        assert scans, plan
+        for used, on in scans:
+            assert (parent_of(used), parent_of(on)) == (index, table), plan
+        assert all("Backward" in line for line in plan.splitlines() if " Scan " in line), plan
+        assert not sorts(plan) and "Seq Scan" not in plan, plan
+
+
+_SCAN = re.compile(r"Index (?:Only )?Scan(?: Backward)? using (\S+) on (\S+)")
+
+
+def index_scans(plan: str) -> list[tuple[str, str]]:
+    """(index, table) of every index scan of a PostgreSQL plan."""
+    return _SCAN.findall(plan)
+
+
+def sorts(plan: str) -> list[str]:
+    """Sort nodes of a PostgreSQL plan ("Sort Key:" of a Merge Append is no sort)."""
+    return [
+        line
+        for line in plan.splitlines()
+        if re.match(r"\s*(->\s*)?(Incremental )?Sort\b(?! Key)", line)
+    ]
+
+
+def parent_of(relation: str) -> str:
+    """The partitioned table or index `relation` is a partition of, else itself."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT p.relname FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent "
+            "WHERE i.inhrelid = to_regclass(%s)",
+            [relation],
+        )
+        row = cursor.fetchone()
+    return row[0] if row else relation
+
+
+def plan_ancestor(lines: list[str], index: int, skip: str = "") -> str:
+    """The node above the plan line `index`, passing over nodes named `skip`."""
+    depth = len(lines[index]) - len(lines[index].lstrip())
+    for line in reversed(lines[:index]):
+        if "->" in line or not line.startswith(" "):
+            here = len(line) - len(line.lstrip())
+            if here < depth:
+                if skip and skip in line:
+                    depth = here
+                    continue
+                return line
+    return ""
 
 
 def test_the_event_list_is_an_index_range_scan(org, events):
@@ -148,19 +196,17 @@ def test_the_exports_search_step_walks_the_term_key_backwards_and_stops_at_its_l
         assert lines[-1] == "USE TEMP B-TREE FOR ORDER BY" or "TEMP" not in plan, plan
     else:
         lines = plan.splitlines()
-        term_line = next(i for i, line in enumerate(lines) if "audit_eventterm" in line)
-        assert "Index Only Scan Backward using audit_eventterm_pkey" in lines[term_line], plan
-        # Its parent is the step's Limit: the walk stops there.
-        depth = len(lines[term_line]) - len(lines[term_line].lstrip())
-        parent = next(
-            line
-            for line in reversed(lines[:term_line])
-            if len(line) - len(line.lstrip()) < depth and "->" in line or not line.startswith(" ")
-        )
-        assert "Limit" in parent, plan
+        # One backward walk of the term key per month of the window (the monthly
+        # partitions, audit.partitions), merged in order under the step's Limit.
+        term_lines = [i for i, line in enumerate(lines) if re.search(r" on audit_eventterm", line)]
+        assert term_lines, plan
+        for i in term_lines:
+            assert "Index Only Scan Backward" in lines[i], plan
+            used, on = _SCAN.search(lines[i]).groups()
+            assert (parent_of(used), parent_of(on)) == ("audit_eventterm_pkey", "audit_eventterm")
+            assert "Limit" in plan_ancestor(lines, i, skip="Merge Append"), plan
         # A Sort, if any, is of the step's events, above the join: never below the Limit.
-        sorts = [i for i, line in enumerate(lines) if "Sort" in line and "Key" not in line]
-        assert all(i < term_line for i in sorts), plan
+        assert all(lines.index(line) < min(term_lines) for line in sorts(plan)), plan
         assert "Seq Scan" not in plan, plan
     rows = list(step)
     assert len(rows) == (20 if not from_position else 15)
