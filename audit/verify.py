@@ -105,6 +105,11 @@ EVENT_FIELDS = (
 )
 
 
+def canonical_array(items: list) -> str:
+    """A list as compact JSON text, ASCII only (event_canonical's, with the version)."""
+    return _ARRAY(items)
+
+
 def event_canonical(values: Sequence) -> bytes:
     """The canonical serialization of an event: EVENT_FIELDS' values in order, times as
     canonical_time text, context / container / details as canonical_json text, in a
