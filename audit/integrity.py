@@ -161,9 +161,10 @@ def _select() -> str:
 
 def _light() -> str:
     """What sealing reads of an event with a stored hash: (txid, id, occurred_at, hash);
-    on PostgreSQL occurred_at as microseconds (the leaf's), not a datetime to convert."""
+    on PostgreSQL occurred_at comes as microseconds (the leaf's), read in binary
+    (integrity_scan.fetch), not a datetime to convert nor EXTRACT's numeric."""
     if connection.vendor == "postgresql":
-        return "txid, id, (EXTRACT(EPOCH FROM occurred_at) * 1000000)::bigint, hash"
+        return "txid, id, occurred_at, hash"
     return f"txid, id, {_time_column('occurred_at')}, hash"
 
 
@@ -357,7 +358,14 @@ def seal_org(org_id: int, *, block_events: int | None = None) -> int:
                 .first()
             )
             after = _position(last, "last") if last else None
-            rows = rows_of.between(org_id, after, None, limit=block_events, columns=_light())
+            rows = rows_of.between(
+                org_id,
+                after,
+                None,
+                limit=block_events,
+                columns=_light(),
+                fetch=integrity_scan.fetch,
+            )
             if not rows:
                 return sealed
             _block_create(org_id, last, rows, rows_of)
@@ -627,7 +635,7 @@ def _spans_run(
         header = span._asdict()
         try:
             rows = rows_of.between(
-                org_id, span.after, span.last, select=fast, fetch=leaves_of.fetch
+                org_id, span.after, span.last, select=fast, fetch=integrity_scan.fetch
             )
             n = _confirmed(header, leaves, leaves_of.leaves(rows), retained_before)
             if n is None:

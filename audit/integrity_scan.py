@@ -113,6 +113,23 @@ class _JsonbText(Loader):
         return bytes(data[1:])
 
 
+def fetch(sql: str, params: Sequence) -> list:
+    """The rows of `sql`; on PostgreSQL read in binary, with times as microseconds since
+    1970 and jsonb as its text."""
+    if connection.vendor == "sqlite":
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchall()
+    connection.ensure_connection()
+    # A cursor binding its parameters on the server, which binary results need (Django's
+    # binds them on the client).
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.adapters.register_loader("timestamptz", _Micros)
+        cursor.adapters.register_loader("jsonb", _JsonbText)
+        cursor.execute(sql, params, binary=True)
+        return cursor.fetchall()
+
+
 @cache
 def _clock() -> tuple[str, ...]:
     """ "HH:MM:SS" of every second of a day, by the second."""
@@ -122,27 +139,13 @@ def _clock() -> tuple[str, ...]:
 
 
 class Leaves:
-    """Reads select()'s rows (fetch) and derives their leaves (leaves)."""
+    """The leaves of select()'s rows, read with fetch."""
 
     def __init__(self):
         self.sqlite = connection.vendor == "sqlite"
         self.action_keys = activity_keys_by_id()
         self._canon: dict[bytes, str] = {}
         self._days: dict[int, str] = {}
-
-    def fetch(self, sql: str, params: Sequence) -> list:
-        if self.sqlite:
-            with connection.cursor() as cursor:
-                cursor.execute(sql, params)
-                return cursor.fetchall()
-        connection.ensure_connection()
-        # A cursor binding its parameters on the server, which binary results need
-        # (Django's binds them on the client).
-        with psycopg.Cursor(connection.connection) as cursor:
-            cursor.adapters.register_loader("timestamptz", _Micros)
-            cursor.adapters.register_loader("jsonb", _JsonbText)
-            cursor.execute(sql, params, binary=True)
-            return cursor.fetchall()
 
     def _json(self, text: bytes) -> str:
         """A jsonb column's text as canonical JSON text."""
