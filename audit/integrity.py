@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from django.conf import settings
-from django.db import connection, connections, transaction
+from django.db import DatabaseError, connection, connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -634,10 +634,7 @@ def _spans_run(
         leaves = verify.leaves_split(bytes(blob))
         header = span._asdict()
         try:
-            rows = rows_of.between(
-                org_id, span.after, span.last, select=fast, fetch=integrity_scan.fetch
-            )
-            n = _confirmed(header, leaves, leaves_of.leaves(rows), retained_before)
+            n = _confirmed(org_id, span, header, leaves, retained_before, rows_of, leaves_of, fast)
             if n is None:
                 rows = rows_of.between(org_id, span.after, span.last)
                 events = ((row[1], *rows_of.leaf(row)) for row in rows)
@@ -651,11 +648,27 @@ def _spans_run(
 
 
 def _confirmed(
-    header: dict, leaves: list[bytes], events: list, retained_before: int | None
+    org_id: int,
+    span: Span,
+    header: dict,
+    leaves: list[bytes],
+    retained_before: int | None,
+    rows_of: _Rows,
+    leaves_of: integrity_scan.Leaves,
+    select: str,
 ) -> int | None:
-    """How many events the fast read confirmed, or None: it could not (a row that does
-    not hash to its recorded hash, or a check that fails), and the exact reading
-    decides and names what broke."""
+    """How many of the span's events the fast read confirmed, or None: it could not (a
+    row that does not hash to its recorded hash, a value it cannot read, a check that
+    fails), and the exact reading decides and names what broke."""
+    try:
+        rows = rows_of.between(
+            org_id, span.after, span.last, select=select, fetch=integrity_scan.fetch
+        )
+        events = leaves_of.leaves(rows)
+    except (DatabaseError, ValueError, TypeError, OverflowError, UnicodeError):
+        # A value changed into something the fast read cannot take (say a BLOB where
+        # SQLite's json_array wants text): the exact reading says what it is.
+        return None
     if None in events:
         return None
     try:
