@@ -43,7 +43,6 @@ logger = logging.getLogger(__name__)
 
 _EPOCH_NAIVE = datetime(1970, 1, 1)
 _MICROSECOND = timedelta(microseconds=1)
-_BLOCKS_PER_TRANSACTION = 8  # sealing on PostgreSQL, see seal_org
 _SEAL_LOCK = 0x5EA1 << 40  # PostgreSQL advisory lock key base, plus the organization id
 Position = tuple[int, int]  # (txid or 0, id)
 
@@ -348,11 +347,6 @@ def seal_org(org_id: int, *, block_events: int | None = None) -> int:
     rows_of = _Rows()
     if not _anything_new(org_id, rows_of):
         return 0
-    # On PostgreSQL several blocks per transaction: a commit waits for the disk (10 ms
-    # and more on a busy one), and the blocks of one round show at once a moment
-    # later. On SQLite one: its write lock, which recording waits for, is held only
-    # for one block.
-    per_transaction = 1 if connection.vendor == "sqlite" else _BLOCKS_PER_TRANSACTION
     sealed = 0
     while True:
         with transaction.atomic():
@@ -363,22 +357,21 @@ def seal_org(org_id: int, *, block_events: int | None = None) -> int:
                 .order_by("-sequence")
                 .first()
             )
-            for _ in range(per_transaction):
-                after = _position(last, "last") if last else None
-                rows = rows_of.between(
-                    org_id,
-                    after,
-                    None,
-                    limit=block_events,
-                    columns=_light(),
-                    fetch=integrity_scan.fetch,
-                )
-                if not rows:
-                    return sealed
-                last = _block_create(org_id, last, rows, rows_of)
-                sealed += len(rows)
-                if len(rows) < block_events:
-                    return sealed
+            after = _position(last, "last") if last else None
+            rows = rows_of.between(
+                org_id,
+                after,
+                None,
+                limit=block_events,
+                columns=_light(),
+                fetch=integrity_scan.fetch,
+            )
+            if not rows:
+                return sealed
+            _block_create(org_id, last, rows, rows_of)
+        sealed += len(rows)
+        if len(rows) < block_events:
+            return sealed
 
 
 def _anything_new(org_id: int, rows_of: _Rows) -> bool:
