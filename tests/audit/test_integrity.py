@@ -460,7 +460,9 @@ def test_the_fast_read_confirms_events_of_every_shape_on_its_own(org, jira, admi
             )
     assert seal(org, block_events=5) == 18
     outcome = verify_org(org, processes=1)
-    assert outcome.ok and outcome.events_checked == 18 and outcome.blocks == 4
+    assert outcome.ok and outcome.events_checked == 18
+    # Four blocks, or more on PostgreSQL when the horizon let the events in by turns.
+    assert outcome.blocks == Block.objects.filter(organization=org).count() >= 4
     assert outcome.blocks_reread == 0
 
 
