@@ -5,8 +5,8 @@ which needs no Django, so the standalone verifier checks exactly what is sealed 
 
 Order: blocks follow recording order, the events stream's (txid, id) on PostgreSQL
 (id on SQLite), never event time. On PostgreSQL only events whose transaction is older
-than the oldest one still running are sealed (the stream's horizon, see
-audit.selectors.event_stream_slice): a transaction that commits late lands after every
+than the oldest one still running in this database are sealed (the stream's horizon,
+audit.selectors.stream_horizon): a transaction that commits late lands after every
 sealed position, in the next block, never inside a sealed span.
 
 Events recorded before migration 0014 have no stored hash; sealing computes it from the
@@ -20,23 +20,26 @@ import bisect
 import ipaddress
 import json
 import logging
-from collections.abc import Iterable, Sequence
+import multiprocessing
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, connections, transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from orgs.models import Organization
 from orgs.sqlrows import ModelColumns, table
 
-from . import verify
+from . import integrity_scan, verify
 from .models import Block, Event, IntegrityCheck, RetentionMark
 from .recording import activity_keys_by_id
+from .selectors import stream_horizon
 
 logger = logging.getLogger(__name__)
 
@@ -160,9 +163,10 @@ def _select() -> str:
 
 def _light() -> str:
     """What sealing reads of an event with a stored hash: (txid, id, occurred_at, hash);
-    on PostgreSQL occurred_at as microseconds (the leaf's), not a datetime to convert."""
+    on PostgreSQL occurred_at comes as microseconds (the leaf's), read in binary
+    (integrity_scan.fetch), not a datetime to convert nor EXTRACT's numeric."""
     if connection.vendor == "postgresql":
-        return "txid, id, (EXTRACT(EPOCH FROM occurred_at) * 1000000)::bigint, hash"
+        return "txid, id, occurred_at, hash"
     return f"txid, id, {_time_column('occurred_at')}, hash"
 
 
@@ -261,32 +265,40 @@ class _Rows:
         *,
         limit: int = 0,
         columns: str = "",
+        select: str = "",
+        fetch: Callable[[str, list], list] | None = None,
     ) -> list:
         """The organization's events past `after` up to `upto` (inclusive) in recording
-        order (the columns _Rows reads, or `columns`); on PostgreSQL only below the
-        horizon when `upto` is None."""
-        select = f"SELECT {columns} FROM {Event._meta.db_table}" if columns else _select()
-        sql, params = [f"{select} WHERE organization_id = %s"], [org_id]
+        order (the columns _Rows reads, or `columns`, or a whole `select` FROM the
+        events table); on PostgreSQL only below the horizon when `upto` is None."""
+        table = Event._meta.db_table
+        if not select:
+            select = f"SELECT {columns} FROM {table}" if columns else _select()
+        sql, params = [f"{select} WHERE {table}.organization_id = %s"], [org_id]
         if self.sqlite:
             if after is not None:
-                sql.append("AND id > %s")
+                sql.append(f"AND {table}.id > %s")
                 params.append(after[1])
             if upto is not None:
-                sql.append("AND id <= %s")
+                sql.append(f"AND {table}.id <= %s")
                 params.append(upto[1])
-            sql.append("ORDER BY id")
+            sql.append(f"ORDER BY {table}.id")
         else:
+            key = f"({table}.txid, {table}.id)"
             if after is not None:
-                sql.append("AND (txid, id) > (%s, %s)")
+                sql.append(f"AND {key} > (%s, %s)")
                 params += after
             if upto is not None:
-                sql.append("AND (txid, id) <= (%s, %s)")
+                sql.append(f"AND {key} <= (%s, %s)")
                 params += upto
-            else:
-                sql.append("AND txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
-            sql.append("ORDER BY txid, id")
+            else:  # below the stream's horizon (transactions of this database only)
+                sql.append(f"AND {table}.txid < %s")
+                params.append(stream_horizon())
+            sql.append(f"ORDER BY {table}.txid, {table}.id")
         if limit:
             sql.append(f"LIMIT {int(limit)}")
+        if fetch is not None:
+            return fetch(" ".join(sql), params)
         with connection.cursor() as cursor:
             cursor.execute(" ".join(sql), params)
             return cursor.fetchall()
@@ -347,7 +359,14 @@ def seal_org(org_id: int, *, block_events: int | None = None) -> int:
                 .first()
             )
             after = _position(last, "last") if last else None
-            rows = rows_of.between(org_id, after, None, limit=block_events, columns=_light())
+            rows = rows_of.between(
+                org_id,
+                after,
+                None,
+                limit=block_events,
+                columns=_light(),
+                fetch=integrity_scan.fetch,
+            )
             if not rows:
                 return sealed
             _block_create(org_id, last, rows, rows_of)
@@ -437,6 +456,7 @@ class Outcome:
     event: int | None = None  # the id of the first bad event, when one is named
     retention_note: str = ""
     events_checked: int = 0
+    blocks_reread: int = 0  # blocks whose events the fast read could not confirm
 
 
 def _retention(org_id: int, now: datetime) -> tuple[datetime | None, str]:
@@ -456,35 +476,56 @@ def _retention(org_id: int, now: datetime) -> tuple[datetime | None, str]:
 
 
 def verify_org(
-    organization: Organization, *, since: datetime | None = None, keys: dict | None = None
+    organization: Organization,
+    *,
+    since: datetime | None = None,
+    keys: dict | None = None,
+    processes: int | None = None,
 ) -> Outcome:
     """Checks the organization's chain of blocks (hashes, signatures, links) from the
     first, and the events of every block sealed at or after `since` (all by default)
-    against their leaves. Names the first bad block and, where one is, event."""
+    against their leaves. Names the first bad block and, where one is, event: the same
+    answer whether the events are checked here or split between `processes` (by
+    default AUDIT_VERIFY_PROCESSES when there are many events, see spans_check)."""
     keys = trusted_keys() if keys is None else keys
-    now = timezone.now()
-    cutoff, note = _retention(organization.pk, now)
+    cutoff, note = _retention(organization.pk, timezone.now())
     retained_before = verify.time_micros(cutoff) if cutoff else None
     outcome = Outcome(retention_note=note)
-    rows_of = _Rows()
+    # The headers first, in one pass (cheap); then the events of the blocks that chain,
+    # which is most of the work and what may be split between processes. A block's
+    # header is checked before its events, so a bad header at block n wins over bad
+    # events in blocks n and after, as it did when both were checked block by block.
+    passed: list[Block] = []
+    spans: list[Span] = []
+    broken: tuple[int, str] | None = None
     previous: dict | None = None
     previous_last: Position | None = None
-    blocks = Block.objects.filter(organization=organization).order_by("sequence")
-    for block in blocks.iterator(chunk_size=50):
+    blocks = Block.objects.filter(organization=organization).defer("leaves").order_by("sequence")
+    for block in blocks.iterator(chunk_size=500):
         header = block_header(block)
         try:
             verify.block_check(header, keys, previous)
-            if since is None or block.sealed_at >= since:
-                rows = rows_of.between(organization.pk, previous_last, _position(block, "last"))
-                outcome.events_checked += _events_check(block, rows, rows_of, retained_before)
-        except verify.EventError as exc:
-            return _failed(outcome, block.sequence, str(exc), exc.event_id)
         except verify.VerifyError as exc:
-            return _failed(outcome, block.sequence, str(exc), None)
+            broken = (block.sequence, str(exc))
+            break
+        if since is None or block.sealed_at >= since:
+            last = _position(block, "last")
+            spans.append(
+                Span(block.sequence, block.event_count, block.merkle_root, previous_last, last)
+            )
+        passed.append(block)
         previous, previous_last = header, _position(block, "last")
+    checked, failure = spans_check(organization.pk, spans, retained_before, processes)
+    outcome.blocks_reread = sum(1 for n in checked.values() if n < 0)
+    for block in passed:
+        if failure is not None and failure[0] == block.sequence:
+            return _failed(outcome, *failure)
+        outcome.events_checked += abs(checked.get(block.sequence, 0))
         outcome.blocks += 1
         outcome.events = block.total_events
         outcome.sealed_until = block.sealed_at
+    if broken is not None:
+        return _failed(outcome, *broken, None)
     return outcome
 
 
@@ -493,11 +534,148 @@ def _failed(outcome: Outcome, sequence: int, problem: str, event_id: int | None)
     return outcome
 
 
-def _events_check(block: Block, rows: list, rows_of: _Rows, cutoff: int | None) -> int:
-    """The events stored in the block's span against its leaves (audit.verify)."""
-    leaves = verify.leaves_split(bytes(block.leaves))
-    events = ((row[1], *rows_of.leaf(row)) for row in rows)
-    return verify.block_events_check(block_header(block), leaves, events, cutoff)
+class Span(NamedTuple):
+    """What checking a block's events needs of the block; its span is (after, last]."""
+
+    sequence: int
+    event_count: int
+    merkle_root: str
+    after: Position | None
+    last: Position
+
+
+Failure = tuple[int, str, int | None]  # (block sequence, problem, event id or None)
+
+# Below this many events a check runs in one process: starting others costs more.
+_PARALLEL_MIN_EVENTS = 100_000
+
+
+def spans_check(
+    org_id: int, spans: list[Span], retained_before: int | None, processes: int | None
+) -> tuple[dict[int, int], Failure | None]:
+    """The events of each span against its block's leaves: ({sequence: events checked,
+    negative when the fast read could not confirm the block}, the first failure in
+    chain order or None). With `processes` (default AUDIT_VERIFY_PROCESSES from
+    _PARALLEL_MIN_EVENTS events), in contiguous runs of blocks split between as many
+    forked processes, each on its own database connection (when _can_fork; else the
+    runs one after the other, here)."""
+    if processes is None:
+        events = sum(span.event_count for span in spans)
+        processes = settings.AUDIT_VERIFY_PROCESSES if events >= _PARALLEL_MIN_EVENTS else 1
+    processes = min(processes, len(spans))
+    if processes <= 1:
+        return _spans_run(org_id, spans, retained_before)
+    runs = _split(spans, processes * 4)  # smaller runs even out the processes' loads
+    jobs = [(org_id, run, retained_before) for run in runs]
+    if _can_fork():
+        with multiprocessing.get_context("fork").Pool(processes, _worker_start) as pool:
+            results = pool.starmap(_spans_run_worker, jobs)
+            pool.close()
+            pool.join()
+    else:  # the same runs, one after the other
+        results = [_spans_run(*job) for job in jobs]
+    checked: dict[int, int] = {}
+    for counts, failure in results:
+        checked.update(counts)
+        if failure is not None:  # runs are in chain order: the first failure is the earliest
+            return checked, failure
+    return checked, None
+
+
+def _split(spans: list[Span], parts: int) -> list[list[Span]]:
+    size = -(-len(spans) // parts)
+    return [spans[i : i + size] for i in range(0, len(spans), size)]
+
+
+def _can_fork() -> bool:
+    """Whether forked processes would read what this one does: not inside a transaction
+    (they would not see its writes), not an in-memory SQLite database (theirs would be
+    empty), not a daemonic process (a django-q2 worker may not have children), and a
+    platform that forks."""
+    return (
+        not connection.in_atomic_block
+        and not (connection.vendor == "sqlite" and connection.is_in_memory_db())
+        and not multiprocessing.current_process().daemon
+        and "fork" in multiprocessing.get_all_start_methods()
+    )
+
+
+_inherited: list = []
+
+
+def _worker_start() -> None:
+    """In a forked process: the parent's database connections are set aside, never used
+    nor closed here (closing one would end the parent's session); it opens its own."""
+    for conn in connections.all(initialized_only=True):
+        _inherited.append(conn.connection)
+        conn.connection = None
+
+
+def _spans_run_worker(org_id: int, spans: list[Span], retained_before: int | None):
+    try:
+        return _spans_run(org_id, spans, retained_before)
+    finally:
+        connections.close_all()
+
+
+def _spans_run(
+    org_id: int, spans: list[Span], retained_before: int | None
+) -> tuple[dict[int, int], Failure | None]:
+    """spans_check, here: each block by the fast read (integrity_scan), and by the
+    exact one (_Rows) when the fast read cannot confirm it."""
+    rows_of, leaves_of = _Rows(), integrity_scan.Leaves()
+    fast = integrity_scan.select()
+    checked: dict[int, int] = {}
+    for span in spans:
+        blob = (
+            Block.objects.filter(organization_id=org_id, sequence=span.sequence)
+            .values_list("leaves", flat=True)
+            .get()
+        )
+        leaves = verify.leaves_split(bytes(blob))
+        header = span._asdict()
+        try:
+            n = _confirmed(org_id, span, header, leaves, retained_before, rows_of, leaves_of, fast)
+            if n is None:
+                rows = rows_of.between(org_id, span.after, span.last)
+                events = ((row[1], *rows_of.leaf(row)) for row in rows)
+                n = -verify.block_events_check(header, leaves, events, retained_before)
+            checked[span.sequence] = n
+        except verify.EventError as exc:
+            return checked, (span.sequence, str(exc), exc.event_id)
+        except verify.VerifyError as exc:
+            return checked, (span.sequence, str(exc), None)
+    return checked, None
+
+
+def _confirmed(
+    org_id: int,
+    span: Span,
+    header: dict,
+    leaves: list[bytes],
+    retained_before: int | None,
+    rows_of: _Rows,
+    leaves_of: integrity_scan.Leaves,
+    select: str,
+) -> int | None:
+    """How many of the span's events the fast read confirmed, or None: it could not (a
+    row that does not hash to its recorded hash, a value it cannot read, a check that
+    fails), and the exact reading decides and names what broke."""
+    try:
+        rows = rows_of.between(
+            org_id, span.after, span.last, select=select, fetch=integrity_scan.fetch
+        )
+        events = leaves_of.leaves(rows)
+    except (DatabaseError, ValueError, TypeError, OverflowError, UnicodeError):
+        # A value changed into something the fast read cannot take (say a BLOB where
+        # SQLite's json_array wants text): the exact reading says what it is.
+        return None
+    if None in events:
+        return None
+    try:
+        return verify.block_events_check(header, leaves, events, retained_before)
+    except verify.VerifyError:
+        return None
 
 
 def verify_and_record(

@@ -641,7 +641,7 @@ def iso_utc(moment: datetime) -> str:
 # 100 may commit after one that wrote id 101; a poller that had already read up to 101
 # would never see 100. So the stream reads in (txid, id) order, txid being the recording
 # transaction's id (a column default, migration 0011), and serves only events whose txid
-# is below the oldest transaction still running in this database (_stream_horizon):
+# is below the oldest transaction still running in this database (stream_horizon):
 # every such transaction has ended, so nothing can later appear before the cursor. An event
 # committed late is served on a later call, after whatever it is ordered behind, and
 # never skipped or served twice. SQLite has one writer at a time and ids in commit order:
@@ -665,7 +665,7 @@ _RUNNING_HERE = """
 """
 
 
-def _stream_horizon() -> int:
+def stream_horizon() -> int:
     """PostgreSQL: the oldest transaction id still running in this database (else the
     next to be handed out); no event with a txid at or above it is served yet.
 
@@ -698,7 +698,7 @@ def stream_position_now() -> StreamPosition:
     streaming destination when it is added). PostgreSQL: just below the horizon, so
     events of transactions still running are still ahead."""
     if connection.vendor == "postgresql":
-        return _stream_horizon() - 1, 2**63 - 1
+        return stream_horizon() - 1, 2**63 - 1
     newest = Event.objects.order_by("-id").values_list("id", flat=True).first()
     return 0, newest or 0
 
@@ -747,7 +747,7 @@ def _stream_queryset(org, after, desc, since, until, now) -> tuple[QuerySet, lis
     if until is not None:
         qs = qs.filter(recorded_at__lt=until)
     if connection.vendor == "postgresql":
-        qs = qs.filter(txid__lt=_stream_horizon())
+        qs = qs.filter(txid__lt=stream_horizon())
         keys = ("txid", "id")
     else:
         keys = ("id",)

@@ -105,6 +105,11 @@ EVENT_FIELDS = (
 )
 
 
+def canonical_array(items: list) -> str:
+    """A list as compact JSON text, ASCII only (event_canonical's, with the version)."""
+    return _ARRAY(items)
+
+
 def event_canonical(values: Sequence) -> bytes:
     """The canonical serialization of an event: EVENT_FIELDS' values in order, times as
     canonical_time text, context / container / details as canonical_json text, in a
@@ -159,31 +164,40 @@ def merkle_root(leaves: Sequence[bytes]) -> bytes:
     largest power of two below n."""
     if not leaves:
         return hashlib.sha256(b"").digest()
-    level = [leaf_hash(data) for data in leaves]
-    sha256 = hashlib.sha256
+    level = _leaf_hashes(leaves)
     while len(level) > 1:
-        paired = [
-            sha256(b"\x01" + level[i] + level[i + 1]).digest() for i in range(0, len(level) - 1, 2)
-        ]
-        if len(level) % 2:
-            paired.append(level[-1])
-        level = paired
+        level = _level_up(level)
     return level[0]
 
 
 def audit_path(leaves: Sequence[bytes], index: int) -> list[bytes]:
     """The inclusion proof of leaf `index`: its siblings from the bottom up."""
-    level = [leaf_hash(data) for data in leaves]
+    level = _leaf_hashes(leaves)
     path = []
     while len(level) > 1:
         sibling = index ^ 1
         if sibling < len(level):
             path.append(level[sibling])
-        paired = [_node(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
-        if len(level) % 2:
-            paired.append(level[-1])
-        level, index = paired, index // 2
+        level, index = _level_up(level), index // 2
     return path
+
+
+def _leaf_hashes(leaves: Sequence[bytes]) -> list[bytes]:
+    sha256 = hashlib.sha256
+    return [sha256(b"\x00" + data).digest() for data in leaves]
+
+
+def _level_up(level: list[bytes]) -> list[bytes]:
+    """The level above `level`: its nodes paired (the tree's cost is all here, so
+    pairs come from one iterator rather than by index)."""
+    sha256, odd = hashlib.sha256, len(level) % 2
+    pairs = iter(level[:-1] if odd else level)  # zip(pairs, pairs): (0, 1), (2, 3), ...
+    above = [
+        sha256(b"\x01" + left + right).digest() for left, right in zip(pairs, pairs, strict=False)
+    ]
+    if odd:
+        above.append(level[-1])
+    return above
 
 
 def root_from_path(leaf: bytes, index: int, size: int, path: Sequence[bytes]) -> bytes:

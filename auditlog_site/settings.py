@@ -307,6 +307,9 @@ if TESTING and not AUDIT_SIGNING_KEY:
 AUDIT_SEAL_INTERVAL = float(os.getenv("AUDIT_SEAL_INTERVAL", "2"))
 AUDIT_SEAL_LOOP_SECONDS = envint("AUDIT_SEAL_LOOP_SECONDS", 55)
 AUDIT_SEAL_BLOCK_EVENTS = envint("AUDIT_SEAL_BLOCK_EVENTS", 4096)
+# Verification of a large log (100,000 events or more) is split between this many
+# processes, one core each.
+AUDIT_VERIFY_PROCESSES = envint("AUDIT_VERIFY_PROCESSES", min(os.cpu_count() or 1, 4))
 # PostgreSQL: the role the web and worker processes connect as (README, "Database
 # roles"); migrations, run as the tables' owner, grant it only what it needs.
 DATABASE_APP_ROLE = os.getenv("DATABASE_APP_ROLE", "")

@@ -435,6 +435,77 @@ def test_the_standalone_verifier_refuses_bad_input(org, tmp_path):
     assert result.returncode == 2 and "Cannot read the input" in result.stderr
 
 
+# -- verifying fast, and in processes ---------------------------------------------------
+
+
+def test_the_fast_read_confirms_events_of_every_shape_on_its_own(org, jira, admin):
+    """Every block is confirmed by the fast read (audit.integrity_scan), none sent to the
+    exact one, whatever characters, times and empty values its events hold."""
+    base = datetime(2026, 11, 30, 14, 2, 3, tzinfo=UTC)
+    odd = ["Zoë 🚀", 'a "quote" and a \\', "tab\tline\nbell\x07", "del\x7f", "\u2028", ""]
+    for i, text in enumerate(odd):
+        for micro in (0, 999_999, 450_000):  # stored on SQLite without a fraction, ...
+            event_record(
+                organization=org,
+                action="group_member_added",
+                actor=Actor.for_user(admin),
+                occurred_at=base.replace(microsecond=micro) - timedelta(days=40 * i),
+                product=jira if i % 2 else None,
+                context=[{"type": "user", "id": str(i), "name": text, "email": "z@acme.test"}],
+                container=[item("group", i, text or "ops")],
+                details={"old": text, "new": "b", "count": i, "nested": {"z": [1, None]}},
+                ip=("2001:DB8::1" if i % 2 else "192.0.2.7") if i < 4 else None,
+                user_agent=text,
+                location=Location(text, "Berlin", "Berlin"),
+            )
+    assert seal(org, block_events=5) == 18
+    outcome = verify_org(org, processes=1)
+    assert outcome.ok and outcome.events_checked == 18
+    # Four blocks, or more on PostgreSQL when the horizon let the events in by turns.
+    assert outcome.blocks == Block.objects.filter(organization=org).count() >= 4
+    assert outcome.blocks_reread == 0
+
+
+def test_a_block_the_fast_read_cannot_confirm_is_checked_the_exact_way(org, unguarded):
+    made = sealed(org)
+    sql("UPDATE audit_event SET hash = NULL WHERE id = %s", [made[4].pk])  # as before 0014
+    outcome = verify_org(org, processes=1)
+    assert outcome.ok and outcome.events_checked == 7
+    assert outcome.blocks_reread == 1
+
+
+@pytest.mark.parametrize("tampered", [0, 5, 9])
+def test_verifying_in_processes_finds_what_one_process_finds(org, unguarded, tampered):
+    """Ten blocks in runs of one or two per process: the tampered event in the first, a
+    middle or the last run is named as one process names it."""
+    made = sealed(org, n=10, block_events=1)
+    serial = verify_org(org, processes=1)
+    assert serial.ok and serial.events_checked == 10
+    assert verify_org(org, processes=2) == serial
+    sql("UPDATE audit_event SET message = 'nothing happened' WHERE id = %s", [made[tampered].pk])
+    serial = verify_org(org, processes=1)
+    assert not serial.ok and serial.block == tampered + 1 and serial.event == made[tampered].pk
+    assert serial.events_checked == tampered
+    assert verify_org(org, processes=2) == serial
+    assert verify_org(org, processes=3) == serial
+
+
+def test_verifying_in_processes_puts_a_bad_header_before_later_bad_events(org, unguarded):
+    made = sealed(org, n=10, block_events=1)
+    sql("UPDATE audit_event SET message = 'nothing happened' WHERE id = %s", [made[8].pk])
+    sql(
+        "UPDATE audit_block SET sealed_at = %s WHERE organization_id = %s AND sequence = 4",
+        [datetime(2020, 1, 1, tzinfo=UTC), org.pk],
+    )
+    serial = verify_org(org, processes=1)
+    assert serial.block == 4 and "does not match its hash" in serial.problem
+    assert verify_org(org, processes=2) == serial
+    sql("UPDATE audit_event SET message = 'nothing happened' WHERE id = %s", [made[1].pk])
+    serial = verify_org(org, processes=1)
+    assert serial.block == 2 and serial.event == made[1].pk
+    assert verify_org(org, processes=2) == serial
+
+
 # -- the daily verification --------------------------------------------------------------
 
 

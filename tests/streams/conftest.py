@@ -105,12 +105,12 @@ def settled() -> None:
     """PostgreSQL: wait until every committed event is below the stream horizon."""
     if connection.vendor != "postgresql":
         return
-    from audit.selectors import _stream_horizon
+    from audit.selectors import stream_horizon
 
     newest = Event.objects.aggregate(m=Max("txid"))["m"] or 0
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        if _stream_horizon() > newest:
+        if stream_horizon() > newest:
             return
         time.sleep(0.1)
     pytest.skip("another transaction in this database holds the stream horizon back")

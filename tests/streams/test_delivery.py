@@ -207,7 +207,7 @@ def test_a_transaction_in_another_database_does_not_hold_the_stream_back(org, re
         pytest.skip("PostgreSQL's horizon")
     import psycopg
 
-    from audit.selectors import _stream_horizon
+    from audit.selectors import stream_horizon
 
     db = connection.settings_dict
     params = {"host": db["HOST"], "port": db["PORT"], "user": db["USER"]}
@@ -219,7 +219,7 @@ def test_a_transaction_in_another_database_does_not_hold_the_stream_back(org, re
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
             assert cursor.fetchone()[0] <= xid, "the server's oldest is the other one"
-        assert _stream_horizon() > max(Event.objects.values_list("txid", flat=True))
+        assert stream_horizon() > max(Event.objects.values_list("txid", flat=True))
         leases_take("t")
         from audit.streams import stream_deliver_burst
 
