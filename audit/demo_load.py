@@ -173,14 +173,16 @@ def tasks_run(tasks: list[Task], jobs: int, progress: Callable[[int], None]) -> 
 
 
 def _secondary_indexes(cursor) -> list[tuple[str, str]]:
-    """(name, CREATE statement) of the events table's indexes but its primary key."""
+    """(name, CREATE statement) of the events table's indexes but its primary key. Of a
+    partitioned table (audit.partitions) the statement names the table without ONLY, so
+    that it makes the partitions' indexes again too."""
     cursor.execute(
         "SELECT i.relname, pg_get_indexdef(i.oid) FROM pg_index x "
         "JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid "
         "WHERE t.relname = %s AND NOT x.indisprimary ORDER BY i.relname",
         [Event._meta.db_table],
     )
-    return cursor.fetchall()
+    return [(name, create.replace(" ON ONLY ", " ON ", 1)) for name, create in cursor.fetchall()]
 
 
 def _term_key(cursor) -> tuple[str, str] | None:
@@ -190,6 +192,18 @@ def _term_key(cursor) -> tuple[str, str] | None:
         [EventTerm._meta.db_table],
     )
     return cursor.fetchone()
+
+
+def _storage_tables(cursor, table: str) -> list[str]:
+    """`table` itself, or its partitions when it is partitioned (audit.partitions): a
+    partitioned table stores nothing and takes no storage parameters."""
+    cursor.execute(
+        "SELECT c.oid::regclass::text FROM pg_class c WHERE c.oid = %s::regclass "
+        "AND c.relkind = 'r' UNION ALL SELECT i.inhrelid::regclass::text "
+        "FROM pg_inherits i WHERE i.inhparent = %s::regclass ORDER BY 1",
+        [table, table],
+    )
+    return [row[0] for row in cursor.fetchall()]
 
 
 @contextmanager
@@ -207,7 +221,8 @@ def pg_bulk_load(report: Callable[[str], None]) -> Iterator[bool]:
             yield False
             return
         indexes, key = _secondary_indexes(cursor), _term_key(cursor)
-        for table in LOADED_TABLES:
+        stored = [t for table in LOADED_TABLES for t in _storage_tables(cursor, table)]
+        for table in stored:
             cursor.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = off)")
         for name, _ in indexes:
             cursor.execute(f'DROP INDEX "{name}"')
@@ -229,7 +244,7 @@ def pg_bulk_load(report: Callable[[str], None]) -> Iterator[bool]:
                 cursor.execute(create)
             report(f"indexes built in {time.monotonic() - started:.1f} s")
             started = time.monotonic()
-            for table in LOADED_TABLES:
+            for table in stored:
                 cursor.execute(f"ALTER TABLE {table} RESET (autovacuum_enabled)")
             cursor.execute(f"VACUUM (ANALYZE) {', '.join(LOADED_TABLES)}")
             report(f"VACUUM (ANALYZE) in {time.monotonic() - started:.1f} s")
