@@ -59,8 +59,11 @@ class CursorError(ValueError):
     """A cursor that was altered, belongs elsewhere or cannot be read."""
 
 
-def event_position(event: Event) -> Position:
-    """Where `event` stands in the keyset order: (occurred_at, id)."""
+def event_position(event: Event | dict) -> Position:
+    """Where `event` (an Event, or a dict of event_slice's `values`) stands in the keyset
+    order: (occurred_at, id)."""
+    if isinstance(event, dict):
+        return (event["occurred_at"], event["id"])
     return (event.occurred_at, event.pk)
 
 
@@ -357,7 +360,7 @@ def _term_slice(
         if len(found) < want:
             break
         last = found[-1]
-        position = event_position(last) if values is None else (last["occurred_at"], last["id"])
+        position = event_position(last)
     return rows
 
 
@@ -418,7 +421,7 @@ def event_walk(
         if len(rows) < step:
             return
         last = rows[-1]
-        position = event_position(last) if values is None else (last["occurred_at"], last["id"])
+        position = event_position(last)
 
 
 # -- pages --------------------------------------------------------------------------------
