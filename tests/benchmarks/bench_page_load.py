@@ -163,7 +163,12 @@ def main() -> None:
     from orgs.models import Organization
 
     print(run_header(args.database_url), flush=True)
-    acme = Organization.objects.filter(name="Acme Corporation").first()
+    from django.db import DatabaseError
+
+    try:
+        acme = Organization.objects.filter(name="Acme Corporation").first()
+    except DatabaseError:  # a new database: no tables yet
+        acme = None
     if acme is None:
         page_seed(args)
         acme = Organization.objects.get(name="Acme Corporation")
