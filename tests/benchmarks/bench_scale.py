@@ -19,7 +19,8 @@ then measures:
                      events/s in batches of 1,000: requests/s, p50 / p99, errors, and
                      whether the ingest kept up
   export             a 10,000-row CSV export filtered by an exact term (the busiest
-                     actor's email), built as the worker builds it
+                     actor's email) and one unfiltered, each built 3 times as the worker
+                     builds it: the first (cold caches) and the median
 
 Targets (scale issue): single client median <= 50 ms and p95 <= 100 ms; under load 0
 errors, p99 <= 300 ms, the ingest keeps up; export <= 2 s. The database named by
@@ -265,7 +266,10 @@ def mixed_load(args, port, pages, apis, cookie, api_secret, ingest: Ingest) -> N
     print(f"  database server CPU {db_cpu / args.duration:.2f} cores")
 
 
-def export_time(org, admin, term: str) -> None:
+def export_time(org, admin, term: str, runs: int = 3) -> None:
+    """Each export `runs` times, as the worker builds it: the first reads what the
+    database has not cached yet (after a fresh seed, most of it), the others show the
+    steady cost; both are printed, the target is checked on the median."""
     from django.conf import settings
 
     from exports.models import ExportRequest
@@ -278,18 +282,22 @@ def export_time(org, admin, term: str) -> None:
     ):
         event_filter = export_filter(organization=org, user=admin, filters=filters)
         assert event_filter.is_valid(), event_filter.errors
-        export = ExportRequest.objects.create(
-            organization=org,
-            requested_by=admin,
-            filters=event_filter.params(),
-            filters_summary=event_filter.summary(),
-        )
-        started = time.perf_counter()
-        export = export_file_build(export_id=export.pk)
-        elapsed = time.perf_counter() - started
+        timings = []
+        for _ in range(runs):
+            export = ExportRequest.objects.create(
+                organization=org,
+                requested_by=admin,
+                filters=event_filter.params(),
+                filters_summary=event_filter.summary(),
+            )
+            started = time.perf_counter()
+            export = export_file_build(export_id=export.pk)
+            timings.append(time.perf_counter() - started)
+        median = statistics.median(timings)
         print(
-            f"export {label:26} {elapsed:5.2f} s, {export.row_count:,} rows "
-            f"({export.status})   {'ok' if elapsed <= 2 else '<-- over 2 s'}",
+            f"export {label:26} first {timings[0]:5.2f} s, median of {runs} {median:5.2f} s, "
+            f"{export.row_count:,} rows ({export.status})   "
+            f"{'ok' if median <= 2 else '<-- over 2 s'}",
             flush=True,
         )
 
