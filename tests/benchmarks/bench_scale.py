@@ -211,10 +211,27 @@ end
 """
 
 
-def mixed_load(args, port, pages, apis, cookie, api_secret, ingest: Ingest) -> None:
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process `pid` and its children (the
+    gunicorn arbiter and its workers), this run's only: other gunicorns on a shared
+    machine are not counted."""
+    tick, total = os.sysconf("SC_CLK_TCK"), 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry) == pid or int(fields[1]) == pid:  # fields[1]: the parent's pid
+            total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+def mixed_load(args, port, pages, apis, cookie, api_secret, ingest: Ingest, server) -> None:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(wrk_script(pages, apis, cookie, api_secret))
-    db_cpu = cpu_seconds("postgres")
+    db_cpu, web_cpu = cpu_seconds("postgres"), tree_cpu_seconds(server.pid)
     ingest.start()
     done = subprocess.run(
         [
@@ -239,6 +256,7 @@ def mixed_load(args, port, pages, apis, cookie, api_secret, ingest: Ingest) -> N
     ingest.stop.set()
     ingest.join()
     db_cpu = cpu_seconds("postgres") - db_cpu
+    web_cpu = tree_cpu_seconds(server.pid) - web_cpu
     out = done.stdout
     latency = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)\s*$", out, re.MULTILINE))
     if not latency:
@@ -263,7 +281,11 @@ def mixed_load(args, port, pages, apis, cookie, api_secret, ingest: Ingest) -> N
         f"({ingest.failures} failed), batch p95 {timings[int(len(timings) * 0.95) - 1]:.2f} s"
         f"   {'kept up' if ingest_rate >= args.ingest_rate * 0.97 else '<-- fell behind'}"
     )
-    print(f"  database server CPU {db_cpu / args.duration:.2f} cores")
+    print(
+        f"  CPU: web server {web_cpu / args.duration:.2f} cores, database server "
+        f"{db_cpu / args.duration:.2f} cores (all PostgreSQL processes on the machine); "
+        f"load {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
 
 
 def export_time(org, admin, term: str, runs: int = 3) -> None:
@@ -364,7 +386,7 @@ def main() -> None:
         print(f"term: {term}", flush=True)
         single_client(page, api, pages, apis, args.requests)
         ingest = Ingest(port, ingest_secret, args.ingest_rate, bodies)
-        mixed_load(args, port, pages, apis, cookie, api_secret, ingest)
+        mixed_load(args, port, pages, apis, cookie, api_secret, ingest, server)
     finally:
         server.terminate()
         server.wait(30)
