@@ -28,12 +28,14 @@ from .catalogue import CATEGORY_BY_KEY
 from .filters import EventFilter, plan_actions
 from .integrity import block_contents, block_header, blocks_after, event_proof
 from .selectors import (
+    EVENT_JSON_FIELDS,
     CursorError,
     cursor_make,
     cursor_read,
     event_get,
     event_json,
     event_position,
+    event_row_json,
     event_slice,
     event_stream_slice,
     iso_utc,
@@ -458,15 +460,21 @@ def _events_cursor(org: Organization, cursor: str | None):
     return position
 
 
+_EVENT_VALUES = (*EVENT_JSON_FIELDS, "action__key")
+
+
 def events_list(request: HttpRequest, org_id: str, query: EventsQuery, version: str) -> dict:
     org = _org(request.auth, org_id)
     filters = _filter(request, org)
     position = _events_cursor(org, query.cursor)
-    rows = event_slice(filters, position, newer=False, limit=query.limit + 1)
+    # Rows, not model instances, and the links' scheme and host worked out once: a page
+    # of 100 events cost twice the CPU the other way.
+    rows = event_slice(filters, position, newer=False, limit=query.limit + 1, values=_EVENT_VALUES)
     events = rows[: query.limit]
     path = f"/admin/{version}/orgs/{org.pk}/events"
+    host = request.build_absolute_uri("/")[:-1]
     body = {
-        "data": [event_json(event, request) for event in events],
+        "data": [event_row_json(row, site_url=host) for row in events],
         "meta": {"page_size": len(events)},
         "links": {"self": _absolute(request, path, request.GET)},
     }
