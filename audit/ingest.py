@@ -34,7 +34,15 @@ from .api import ERRORS, ApiError, ApiKeyAuth, Errors, api, rate_limit_apply
 from .catalogue import ACTION_BY_KEY
 from .models import Event, IngestedEvent
 from .retention import retention_days
-from .services import Actor, EventSpec, Location, client_ip, event_batch_prepare, ip_valid
+from .services import (
+    Actor,
+    EventSpec,
+    Location,
+    client_ip,
+    event_batch_prepare,
+    event_ids_draw,
+    ip_valid,
+)
 
 EVENTS_MAX = 1000
 FUTURE_LEEWAY = timedelta(minutes=5)
@@ -417,21 +425,22 @@ def _parse(
 # -- recording, once per product and id --------------------------------------------------
 
 
-def _claim(product: Product, external_ids: list[str]) -> set[str]:
-    """Inserts the idempotency rows; the ids whose row is new. A row another transaction
-    is inserting makes this wait for it (PostgreSQL), then count as taken. In sorted
-    order, so two batches holding the same ids in other orders cannot deadlock."""
+def _claim(product: Product, claims: dict[str, int | None]) -> dict[str, int | None]:
+    """Inserts the idempotency rows (external id -> event id, or None to fill in later);
+    those whose row is new. A row another transaction is inserting makes this wait for it
+    (PostgreSQL), then count as taken. In sorted order, so two batches holding the same
+    ids in other orders cannot deadlock."""
     table = IngestedEvent._meta.db_table
-    external_ids = sorted(external_ids)
-    values = ", ".join(["(%s, %s)"] * len(external_ids))
-    params = [value for external_id in external_ids for value in (product.pk, external_id)]
+    external_ids = sorted(claims)
+    values = ", ".join(["(%s, %s, CAST(%s AS BIGINT))"] * len(external_ids))
+    params = [v for e in external_ids for v in (product.pk, e, claims[e])]
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {table} (product_id, external_id) VALUES {values} "  # noqa: S608
-            "ON CONFLICT (product_id, external_id) DO NOTHING RETURNING external_id",
+            f"INSERT INTO {table} (product_id, external_id, event_id) VALUES {values} "  # noqa: S608
+            "ON CONFLICT (product_id, external_id) DO NOTHING RETURNING external_id, event_id",
             params,
         )
-        return {row[0] for row in cursor.fetchall()}
+        return dict(cursor.fetchall())
 
 
 def _record(organization: Organization, product: Product, pending: list) -> dict[str, dict]:
@@ -439,12 +448,21 @@ def _record(organization: Organization, product: Product, pending: list) -> dict
     before; the result of each id. The events are built first, outside the transaction,
     so that the write lock (SQLite's one writer) is held only for the claims and the
     INSERTs. One transaction: an idempotency row never outlives a failure to record its
-    event, and an event the plan refuses takes no row."""
+    event, and an event the plan refuses takes no row. On PostgreSQL the events' ids are
+    drawn first and written with the claims; on SQLite (ids handed out by the INSERT)
+    the claims get them afterwards."""
     table = IngestedEvent._meta.db_table
     prepared = event_batch_prepare(organization=organization, specs=[s for _, s in pending])
     wanted = [(e, index) for index, (e, _) in enumerate(pending) if not prepared.refusal(index)]
+    drawn = connection.vendor == "postgresql"
     with transaction.atomic():
-        new = _claim(product, [e for e, _ in wanted]) if wanted else set()
+        if not wanted:
+            new = {}
+        elif drawn:  # one UPDATE of every claim less (1,000 rows: 13% of a request)
+            ids = event_ids_draw(len(wanted))
+            new = _claim(product, {e: i for (e, _), i in zip(wanted, ids, strict=True)})
+        else:
+            new = _claim(product, dict.fromkeys(e for e, _ in wanted))
         earlier = IngestedEvent.objects.filter(
             product=product, external_id__in=[e for e, _ in pending if e not in new]
         ).values_list("external_id", "event_id")
@@ -457,16 +475,17 @@ def _record(organization: Organization, product: Product, pending: list) -> dict
                     "reason": reason,
                 }
         fresh = [(e, index) for e, index in wanted if e in new]
-        recorded = list(
-            zip([e for e, _ in fresh], prepared.save([i for _, i in fresh]), strict=True)
+        event_ids = prepared.save(
+            [i for _, i in fresh], [new[e] for e, _ in fresh] if drawn else None
         )
+        recorded = list(zip([e for e, _ in fresh], event_ids, strict=True))
         for external_id, event_id in recorded:
             results[external_id] = {
                 "id": external_id,
                 "status": "recorded",
                 "eventId": str(event_id),
             }
-        if recorded:  # one UPDATE ... FROM (VALUES ...), not one statement per event
+        if recorded and not drawn:  # one UPDATE ... FROM (VALUES ...), not one per event
             values = ", ".join(["(%s, CAST(%s AS BIGINT))"] * len(recorded))
             with connection.cursor() as cursor:
                 cursor.execute(

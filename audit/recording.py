@@ -6,8 +6,8 @@ Public surface: `Recorder` (build, then save inside a transaction), `record_spec
 (many events, one transaction per chunk), `event_terms` (the one derivation of an
 event's search terms, which the retention purge uses too), the catalogue lookups
 (`activity_for_key`, `activity_by_id`, `activity_cache_clear`, `activity_keys_by_id`),
-`plan_refusal`, `normalize_term`, `term_hash` and `ip_valid`. Everything else here is
-private to recording.
+`plan_refusal`, `normalize_term`, `term_hash`, `ip_valid` and `event_ids_draw`. Everything
+else here is private to recording.
 """
 
 import hashlib
@@ -492,17 +492,18 @@ class Recorder:
         row["context"], row["container"], row["details"] = built.python
         return row
 
-    def save(self, built: Sequence[Built]) -> list[int]:
+    def save(self, built: Sequence[Built], ids: Sequence[int] | None = None) -> list[int]:
         """Inserts the rows, their search terms and hourly counts; returns the ids.
-        Must run inside transaction.atomic()."""
+        Must run inside transaction.atomic(). PostgreSQL: `ids` are ids drawn
+        beforehand (event_ids_draw), one per row, in that order."""
         sqlite = connection.vendor == "sqlite"
         with connection.cursor() as cursor:
             if sqlite:
                 ids = _sqlite_insert_events(cursor, built)
-            elif len(built) < _PG_COPY_ROWS:
-                ids = _pg_insert_events(cursor, built)
+            elif ids is not None or len(built) >= _PG_COPY_ROWS:
+                ids = _pg_copy_events(built, ids)
             else:
-                ids = _pg_copy_events(built)
+                ids = _pg_insert_events(cursor, built)
             term_rows = [
                 (self.org_id, digest, b.params[_OCCURRED_AT], event_id)
                 for b, event_id in zip(built, ids, strict=True)
@@ -592,11 +593,12 @@ class Prepared:
         built = self.built[index]
         return built if isinstance(built, str) else ""
 
-    def save(self, indexes: Sequence[int]) -> list[int]:
+    def save(self, indexes: Sequence[int], ids: Sequence[int] | None = None) -> list[int]:
         """Writes the events at `indexes` (none refused); their ids, in that order.
-        Must run inside transaction.atomic()."""
+        Must run inside transaction.atomic(). PostgreSQL: `ids`, drawn beforehand
+        (event_ids_draw), are theirs."""
         rows = [self.built[index] for index in indexes]
-        return self._recorder.save(rows) if rows else []
+        return self._recorder.save(rows, ids) if rows else []
 
 
 # SQL.
@@ -644,18 +646,25 @@ def _pg_copy(table: str, columns: str, rows: Iterable[Sequence]) -> None:
                 copy.write_row(row)
 
 
-def _pg_copy_events(built: Sequence[Built]) -> list[int]:
-    """COPYs the events with ids drawn from the table's own sequence beforehand (as
-    the INSERT's default would have, in the same order); returns the ids."""
-    table = Event._meta.db_table
+def event_ids_draw(count: int) -> list[int]:
+    """PostgreSQL: `count` event ids from the table's own sequence, ascending, as the
+    INSERT's default would hand them out. For a caller that must name the events' ids
+    before it writes them (ingest's once-only rows); an id not used is a gap, as after
+    a rollback."""
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
-            [table, len(built)],
+            [Event._meta.db_table, count],
         )
-        ids = sorted(r[0] for r in cursor.fetchall())
+        return sorted(r[0] for r in cursor.fetchall())
+
+
+def _pg_copy_events(built: Sequence[Built], ids: Sequence[int] | None = None) -> list[int]:
+    """COPYs the events with ids drawn from the table's own sequence beforehand (as
+    the INSERT's default would have, in the same order), or with `ids`; returns them."""
+    ids = event_ids_draw(len(built)) if ids is None else list(ids)
     _pg_copy(
-        table,
+        Event._meta.db_table,
         "id, " + ", ".join(EVENT_COLUMNS),
         ((event_id, *b.params) for event_id, b in zip(ids, built, strict=True)),
     )
