@@ -213,30 +213,33 @@ _json_text_any = DjangoJSONEncoder(separators=(",", ":"), sort_keys=True).encode
 # bytes hashed are json's to the byte (audit.verify, which must stay standard library,
 # checks them so).
 _SORTED = orjson.OPT_SORT_KEYS
-
-
-def _ascii_text(data: bytes) -> str | None:
-    return data.decode() if data.isascii() and b"\x7f" not in data else None
+_STRINGS = frozenset({str})
+# Event.ActorType: a str enum, written as its value by both.
+_PLAIN_VALUES = frozenset({str, int, type(None), Event.ActorType})
 
 
 def _json_text(value: object) -> str:
     """canonical JSON text (sorted keys, compact, ASCII) of a value to store."""
     if type(value) is list and all(
-        type(it) is dict and all(type(k) is str and type(v) is str for k, v in it.items())
-        for it in value
-    ):  # context and container: items of strings
-        text = _ascii_text(orjson.dumps(value, option=_SORTED))
-        if text is not None:
-            return text
+        type(it) is dict and _STRINGS.issuperset(map(type, it.values())) for it in value
+    ):  # context and container: items of strings (orjson refuses keys not strings)
+        try:
+            data = orjson.dumps(value, option=_SORTED)
+        except orjson.JSONEncodeError:
+            return _json_text_any(value)
+        if data.isascii() and b"\x7f" not in data:
+            return data.decode()
     return _json_text_any(value)
 
 
 def _event_digest(stored: list) -> bytes:
     """audit.verify.event_hash(stored), the canonical bytes written by orjson when they
     are the same."""
-    # str and int subclasses (the actor type's enum) are written as their values by both.
-    if all(value is None or isinstance(value, str | int) for value in stored):
-        data = orjson.dumps([EVENT_VERSION, *stored])
+    if _PLAIN_VALUES.issuperset(map(type, stored)):
+        try:
+            data = orjson.dumps([EVENT_VERSION, *stored])
+        except orjson.JSONEncodeError:  # an integer past 64 bits
+            return event_hash(stored)
         if data.isascii() and b"\x7f" not in data:
             return hashlib.sha256(data).digest()
     return event_hash(stored)
