@@ -9,6 +9,7 @@ the product's id for the event is the idempotency key (audit.models.IngestedEven
 
 import re
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Annotated, Any, Literal, NamedTuple
 
 import orjson
@@ -248,13 +249,18 @@ class _Fields(NamedTuple):
     location: Location | None
 
 
+@lru_cache(maxsize=4096)  # a product's events come from a few actors, again and again
+def _actor(type_: str, id_: str, name: str, email: str) -> Actor:
+    return Actor(ACTOR_TYPES[type_], id_, name, email)
+
+
 def _model_fields(event: IngestEvent) -> _Fields:
     actor, place = event.actor, event.location
     return _Fields(
         event.id,
         event.time,
         event.action,
-        Actor(ACTOR_TYPES[actor.type], actor.id, actor.name, actor.email),
+        _actor(actor.type, actor.id, actor.name, actor.email),
         event.ip,
         event.userAgent,
         Location(place.countryName, place.regionName, place.city) if place else None,
@@ -362,12 +368,7 @@ def _plain_fields(raw: object) -> _Fields | None:
         external_id,
         moment,
         action,
-        Actor(
-            ACTOR_TYPES[actor["type"]],
-            actor.get("id", ""),
-            actor.get("name", ""),
-            actor.get("email", ""),
-        ),
+        _actor(actor["type"], actor.get("id", ""), actor.get("name", ""), actor.get("email", "")),
         ip,
         user_agent,
         None
