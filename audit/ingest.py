@@ -7,13 +7,16 @@ recorded through the one recording service (audit.services.event_batch_prepare),
 the product's id for the event is the idempotency key (audit.models.IngestedEvent).
 """
 
+import re
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal
+from functools import lru_cache
+from typing import Annotated, Any, Literal, NamedTuple
 
+import orjson
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.db import connection, transaction
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from ninja import Field, Router, Schema
 from pydantic import (
@@ -28,11 +31,19 @@ from pydantic import (
 from orgs.models import IngestKey, Organization, Product
 from orgs.services import ingest_key_authenticate
 
-from .api import ERRORS, ApiError, ApiKeyAuth, Errors, api, json_response, rate_limit_apply
+from .api import ERRORS, ApiError, ApiKeyAuth, Errors, api, rate_limit_apply
 from .catalogue import ACTION_BY_KEY
 from .models import Event, IngestedEvent
 from .retention import retention_days
-from .services import Actor, EventSpec, Location, client_ip, event_batch_prepare, ip_valid
+from .services import (
+    Actor,
+    EventSpec,
+    Location,
+    client_ip,
+    event_batch_prepare,
+    event_ids_draw,
+    ip_valid,
+)
 
 EVENTS_MAX = 1000
 FUTURE_LEEWAY = timedelta(minutes=5)
@@ -204,16 +215,18 @@ class IngestResults(Schema):
     results: list[IngestResult]
 
 
-def _event_errors(event: IngestEvent, now: datetime, retention: int) -> dict[str, str]:
+def _event_errors(
+    action: str, time: datetime, ip: str | None, now: datetime, retention: int
+) -> dict[str, str]:
     """What the schema cannot say: a catalogue action, a time in range, an address."""
     errors = {}
-    if event.action not in ACTION_BY_KEY:
-        errors["action"] = f"Unknown action {event.action!r}"
-    if event.time > now + FUTURE_LEEWAY:
+    if action not in ACTION_BY_KEY:
+        errors["action"] = f"Unknown action {action!r}"
+    if time > now + FUTURE_LEEWAY:
         errors["time"] = "More than 5 minutes in the future"
-    if event.time < now - timedelta(days=retention):
+    if time < now - timedelta(days=retention):
         errors["time"] = f"Older than the plan's retention ({retention} days)"
-    if event.ip is not None and ip_valid(event.ip) is None:
+    if ip is not None and ip_valid(ip) is None:
         errors["ip"] = "Not an IP address"
     return errors
 
@@ -224,19 +237,159 @@ def _items(raw: list[dict]) -> list[dict]:
     return [{key: value for key, value in it.items() if value} for it in raw]
 
 
-def _spec(event: IngestEvent, raw: dict, product: Product) -> EventSpec:
-    actor = event.actor
-    place = event.location
+class _Fields(NamedTuple):
+    """A valid event's values, however they were checked (_plain_fields or IngestEvent)."""
+
+    id: str
+    time: datetime
+    action: str
+    actor: Actor
+    ip: str | None
+    user_agent: str
+    location: Location | None
+
+
+@lru_cache(maxsize=4096)  # a product's events come from a few actors, again and again
+def _actor(type_: str, id_: str, name: str, email: str) -> Actor:
+    return Actor(ACTOR_TYPES[type_], id_, name, email)
+
+
+def _model_fields(event: IngestEvent) -> _Fields:
+    actor, place = event.actor, event.location
+    return _Fields(
+        event.id,
+        event.time,
+        event.action,
+        _actor(actor.type, actor.id, actor.name, actor.email),
+        event.ip,
+        event.userAgent,
+        Location(place.countryName, place.regionName, place.city) if place else None,
+    )
+
+
+# -- the plain event, checked without pydantic -------------------------------------------
+# Nearly every event a product sends is valid and plainly written. _plain_fields accepts
+# such an event with the limits of the models above, read from them, and gives the
+# values IngestEvent would; anything it is not sure of (a wrong type, a missing or
+# unknown field, a limit passed, a time in another ISO 8601 spelling) goes to
+# IngestEvent, which decides and words the errors. Validating each event with pydantic
+# and reading the model back cost about as much as recording it.
+
+
+def _limits(model: type[BaseModel]) -> dict[str, tuple[int, int]]:
+    """(min length, max length) of each of `model`'s string fields."""
+    limits = {}
+    for name, info in model.model_fields.items():
+        low = next((m.min_length for m in info.metadata if hasattr(m, "min_length")), 0)
+        high = next((m.max_length for m in info.metadata if hasattr(m, "max_length")), None)
+        limits[name] = (low, high if high is not None else 1 << 62)
+    return limits
+
+
+_EVENT_LIMITS = _limits(IngestEvent)
+_ACTOR_LIMITS = _limits(IngestActor)
+_ITEM_LIMITS = _limits(IngestItem)
+_LOCATION_LIMITS = _limits(IngestLocation)
+_ITEMS_LIMIT = _EVENT_LIMITS["context"][1]
+# The spelling isoformat() and most clients write, which datetime.fromisoformat reads
+# as pydantic does (the same instant; an out-of-range part raises and goes to pydantic).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_PLAIN_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,6})?(?:Z|[+-]\d\d:\d\d)")
+
+
+def _has_surrogate(value: object) -> bool:
+    """Whether a raw event's text holds a lone surrogate (json.loads lets an escaped one
+    through; pydantic refuses it). Looked for only when the body has such an escape."""
+    if isinstance(value, str):
+        return not value.isascii() and any("\ud800" <= c <= "\udfff" for c in value)
+    if isinstance(value, dict):
+        return any(_has_surrogate(k) or _has_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_surrogate(v) for v in value)
+    return False
+
+
+def _plain_strings(raw: dict, limits: dict[str, tuple[int, int]]) -> bool:
+    """Whether `raw` has only `limits`' fields, each a string within its lengths (the
+    ones it lacks have their defaults: all of them "" but a required `type`)."""
+    for key, value in raw.items():
+        limit = limits.get(key)
+        if limit is None or type(value) is not str or not limit[0] <= len(value) <= limit[1]:
+            return False
+    return True
+
+
+def _plain_items(raw: object) -> bool:
+    if type(raw) is not list or len(raw) > _ITEMS_LIMIT:
+        return False
+    for it in raw:
+        if (
+            type(it) is not dict
+            or "type" not in it
+            or not _plain_strings(it, _ITEM_LIMITS)
+            or (it.get("email") and it["type"] != "user")
+        ):
+            return False
+    return True
+
+
+def _plain_fields(raw: object) -> _Fields | None:
+    """The event's values when it is plainly valid as IngestEvent would take it, else
+    None (IngestEvent then decides)."""
+    if type(raw) is not dict:
+        return None
+    external_id, time, action = raw.get("id"), raw.get("time"), raw.get("action")
+    actor, ip = raw.get("actor"), raw.get("ip")
+    user_agent, place = raw.get("userAgent", ""), raw.get("location")
+    if (
+        type(external_id) is not str
+        or not _EVENT_LIMITS["id"][0] <= len(external_id) <= _EVENT_LIMITS["id"][1]
+        or type(action) is not str
+        or type(time) is not str
+        or not _PLAIN_TIME.fullmatch(time)
+        or type(actor) is not dict
+        or not _plain_strings(actor, _ACTOR_LIMITS)
+        or actor.get("type") not in ACTOR_TYPES
+        or (ip is not None and type(ip) is not str)
+        or type(user_agent) is not str
+        or len(user_agent) > _EVENT_LIMITS["userAgent"][1]
+        or (place is not None and type(place) is not dict)
+        or (place is not None and not _plain_strings(place, _LOCATION_LIMITS))
+        or not raw.keys() <= _EVENT_LIMITS.keys()
+        or ("context" in raw and not _plain_items(raw["context"]))
+        or ("container" in raw and not _plain_items(raw["container"]))
+    ):
+        return None
+    try:
+        moment = datetime.fromisoformat(time)
+    except ValueError:
+        return None
+    return _Fields(
+        external_id,
+        moment,
+        action,
+        _actor(actor["type"], actor.get("id", ""), actor.get("name", ""), actor.get("email", "")),
+        ip,
+        user_agent,
+        None
+        if place is None
+        else Location(
+            place.get("countryName", ""), place.get("regionName", ""), place.get("city", "")
+        ),
+    )
+
+
+def _spec(fields: _Fields, raw: dict, product: Product) -> EventSpec:
     return EventSpec(
-        action=event.action,
-        actor=Actor(ACTOR_TYPES[actor.type], actor.id, actor.name, actor.email),
-        occurred_at=event.time,
+        action=fields.action,
+        actor=fields.actor,
+        occurred_at=fields.time,
         product=product,
         context=_items(raw.get("context") or ()),
         container=_items(raw.get("container") or ()),
-        ip=event.ip,
-        user_agent=event.userAgent,
-        location=Location(place.countryName, place.regionName, place.city) if place else None,
+        ip=fields.ip,
+        user_agent=fields.user_agent,
+        location=fields.location,
     )
 
 
@@ -247,42 +400,55 @@ def _invalid(raw: object, errors: dict[str, str]) -> dict:
     return result
 
 
-def _parse(raw: object, product: Product, now: datetime, retention: int, nul: bool):
-    """(external id, EventSpec) or the invalid result. `nul`: the body holds a NUL."""
+def _parse(
+    raw: object, product: Product, now: datetime, retention: int, nul: bool, surrogates: bool
+):
+    """(external id, EventSpec) or the invalid result. `nul`, `surrogates`: the body holds
+    a NUL, an escaped surrogate."""
     if nul and (fields := _nul_fields(raw)):
         return _invalid(raw, dict.fromkeys(fields, "NUL characters are not allowed"))
-    try:
-        event = IngestEvent.model_validate(raw)
-    except ValidationError as exc:
-        errors: dict[str, str] = {}
-        for error in exc.errors():
-            field = ".".join(str(part) for part in error["loc"]) or "event"
-            errors[field] = "; ".join(filter(None, (errors.get(field), error["msg"])))
-        return _invalid(raw, errors)
-    errors = _event_errors(event, now, retention)
+    fields = None if surrogates and _has_surrogate(raw) else _plain_fields(raw)
+    if fields is None:
+        try:
+            fields = _model_fields(IngestEvent.model_validate(raw))
+        except ValidationError as exc:
+            errors: dict[str, str] = {}
+            for error in exc.errors():
+                field = ".".join(str(part) for part in error["loc"]) or "event"
+                errors[field] = "; ".join(filter(None, (errors.get(field), error["msg"])))
+            return _invalid(raw, errors)
+    errors = _event_errors(fields.action, fields.time, fields.ip, now, retention)
     if errors:
-        return {"id": event.id, "status": "invalid", "errors": errors}
-    return event.id, _spec(event, raw, product)
+        return {"id": fields.id, "status": "invalid", "errors": errors}
+    return fields.id, _spec(fields, raw, product)
 
 
 # -- recording, once per product and id --------------------------------------------------
 
 
-def _claim(product: Product, external_ids: list[str]) -> set[str]:
-    """Inserts the idempotency rows; the ids whose row is new. A row another transaction
-    is inserting makes this wait for it (PostgreSQL), then count as taken. In sorted
-    order, so two batches holding the same ids in other orders cannot deadlock."""
+def _claim(product: Product, claims: dict[str, int | None]) -> dict[str, int | None]:
+    """Inserts the idempotency rows (external id -> event id, or None to fill in later);
+    those whose row is new. A row another transaction is inserting makes this wait for it
+    (PostgreSQL), then count as taken. In sorted order, so two batches holding the same
+    ids in other orders cannot deadlock."""
     table = IngestedEvent._meta.db_table
-    external_ids = sorted(external_ids)
-    values = ", ".join(["(%s, %s)"] * len(external_ids))
-    params = [value for external_id in external_ids for value in (product.pk, external_id)]
+    external_ids = sorted(claims)
+    if connection.vendor == "postgresql":
+        # Two arrays rather than 3 parameters a row: Django's psycopg cursor quotes each
+        # parameter into the SQL text, and the server parses it (1,000 claims: client CPU
+        # 11 -> 3 ms, 25 -> 12 ms in all).
+        rows = "SELECT %s, u.e, u.i FROM unnest(%s::text[], %s::bigint[]) AS u(e, i)"
+        params = [product.pk, external_ids, [claims[e] for e in external_ids]]
+    else:
+        rows = "VALUES " + ", ".join(["(%s, %s, CAST(%s AS BIGINT))"] * len(external_ids))
+        params = [v for e in external_ids for v in (product.pk, e, claims[e])]
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {table} (product_id, external_id) VALUES {values} "  # noqa: S608
-            "ON CONFLICT (product_id, external_id) DO NOTHING RETURNING external_id",
+            f"INSERT INTO {table} (product_id, external_id, event_id) {rows} "  # noqa: S608
+            "ON CONFLICT (product_id, external_id) DO NOTHING RETURNING external_id, event_id",
             params,
         )
-        return {row[0] for row in cursor.fetchall()}
+        return dict(cursor.fetchall())
 
 
 def _record(organization: Organization, product: Product, pending: list) -> dict[str, dict]:
@@ -290,12 +456,21 @@ def _record(organization: Organization, product: Product, pending: list) -> dict
     before; the result of each id. The events are built first, outside the transaction,
     so that the write lock (SQLite's one writer) is held only for the claims and the
     INSERTs. One transaction: an idempotency row never outlives a failure to record its
-    event, and an event the plan refuses takes no row."""
+    event, and an event the plan refuses takes no row. On PostgreSQL the events' ids are
+    drawn first and written with the claims; on SQLite (ids handed out by the INSERT)
+    the claims get them afterwards."""
     table = IngestedEvent._meta.db_table
     prepared = event_batch_prepare(organization=organization, specs=[s for _, s in pending])
     wanted = [(e, index) for index, (e, _) in enumerate(pending) if not prepared.refusal(index)]
+    drawn = connection.vendor == "postgresql"
     with transaction.atomic():
-        new = _claim(product, [e for e, _ in wanted]) if wanted else set()
+        if not wanted:
+            new = {}
+        elif drawn:  # one UPDATE of every claim less (1,000 rows: 13% of a request)
+            ids = event_ids_draw(len(wanted))
+            new = _claim(product, {e: i for (e, _), i in zip(wanted, ids, strict=True)})
+        else:
+            new = _claim(product, dict.fromkeys(e for e, _ in wanted))
         earlier = IngestedEvent.objects.filter(
             product=product, external_id__in=[e for e, _ in pending if e not in new]
         ).values_list("external_id", "event_id")
@@ -308,16 +483,17 @@ def _record(organization: Organization, product: Product, pending: list) -> dict
                     "reason": reason,
                 }
         fresh = [(e, index) for e, index in wanted if e in new]
-        recorded = list(
-            zip([e for e, _ in fresh], prepared.save([i for _, i in fresh]), strict=True)
+        event_ids = prepared.save(
+            [i for _, i in fresh], [new[e] for e, _ in fresh] if drawn else None
         )
+        recorded = list(zip([e for e, _ in fresh], event_ids, strict=True))
         for external_id, event_id in recorded:
             results[external_id] = {
                 "id": external_id,
                 "status": "recorded",
                 "eventId": str(event_id),
             }
-        if recorded:  # one UPDATE ... FROM (VALUES ...), not one statement per event
+        if recorded and not drawn:  # one UPDATE ... FROM (VALUES ...), not one per event
             values = ", ".join(["(%s, CAST(%s AS BIGINT))"] * len(recorded))
             with connection.cursor() as cursor:
                 cursor.execute(
@@ -335,7 +511,8 @@ def events_ingest(request: HttpRequest, payload: IngestBody):
     organization = product.site.organization
     now, retention = timezone.now(), retention_days(organization)
     nul = b"\\u0000" in request.body  # JSON has no other way to send one
-    parsed = [_parse(raw, product, now, retention, nul) for raw in payload.events]
+    surrogates = _SURROGATE_ESCAPE.search(request.body) is not None
+    parsed = [_parse(raw, product, now, retention, nul, surrogates) for raw in payload.events]
     first: dict[str, EventSpec] = {}
     for item in parsed:
         if isinstance(item, tuple):
@@ -351,7 +528,14 @@ def events_ingest(request: HttpRequest, payload: IngestBody):
             result["status"] = "duplicate"  # the same id earlier in this batch
         seen.add(item[0])
         results.append(result)
-    return json_response({"results": results})
+    return _results_response(results)
+
+
+def _results_response(results: list[dict]) -> HttpResponse:
+    """json_response's answer, written by orjson (2.5 ms -> 0.3 for 1,000 results): the
+    results hold only strings, which both write alike but for the spaces between items
+    (json.dumps' ", " and ": ")."""
+    return HttpResponse(orjson.dumps({"results": results}), content_type="application/json")
 
 
 router = Router(tags=["ingest"], auth=IngestKeyAuth())

@@ -24,6 +24,7 @@ from .recording import (  # noqa: F401 - public names callers import from here
     Recorder,
     activity_cache_clear,
     activity_for_key,
+    event_ids_draw,
     ip_valid,
     normalize_term,
     plan_refusal,

@@ -54,8 +54,15 @@ _UPSERT = (
 
 def _db_hit(key: str, window_start: int, reset: int) -> int:
     table = RateLimitCounter._meta.db_table
+    # PostgreSQL: a counter's own transaction need not wait for its WAL to reach the disk
+    # (a crash may lose the last counts, as an evicted Redis key would); that wait was
+    # 3 of the 4 ms of each API and ingest request's hit. Only when the transaction is
+    # its own: it must not make a caller's enclosing transaction's commit asynchronous.
+    relaxed = connection.vendor == "postgresql" and not connection.in_atomic_block
     with transaction.atomic():
         with connection.cursor() as cursor:
+            if relaxed:
+                cursor.execute("SET LOCAL synchronous_commit TO OFF")
             cursor.execute(_UPSERT.format(table=table), [key[:200], window_start, reset])
             (count,) = cursor.fetchone()
     if random.random() < PURGE_CHANCE:  # noqa: S311 - not security

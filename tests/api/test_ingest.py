@@ -331,3 +331,70 @@ def test_over_http_to_gunicorn(org, jira, tmp_path):
         live_api_stop(server)
     assert "Traceback" not in server.log.read_text()
     assert IngestedEvent.objects.filter(product=jira).count() == 1000  # refused: nothing
+
+
+PLAIN = {
+    "id": "jira-1",
+    "time": "2026-11-30T09:00:00.123456+00:00",
+    "action": "group_created",
+    "actor": {"type": "user", "id": "u7", "name": "Dana", "email": "dana@acme.test"},
+    "context": [{"type": "group", "id": "g1", "name": "eng"}, {"type": "user", "email": "e@x"}],
+    "container": [{"type": "site", "id": "s1", "name": "acme"}],
+    "ip": "203.0.113.9",
+    "userAgent": "jira/10",
+    "location": {"countryName": "Germany", "city": "Berlin"},
+}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {},
+        {"time": "2026-11-30T09:00:00Z"},
+        {"time": "2026-11-30T11:00:00.5+02:00"},
+        {"time": "2026-11-30T09:00:00"},  # no zone
+        {"time": "2026-11-30T24:00:00Z"},
+        {"time": "2026-02-30T09:00:00Z"},
+        {"time": "2026-11-30T09:00:00.1234567Z"},
+        {"time": "2026-11-30 09:00:00Z"},
+        {"time": 1764493200},
+        {"id": ""},
+        {"id": "x" * 201},
+        {"id": 7},
+        {"actor": {"type": "robot"}},
+        {"actor": {"type": "user", "id": "x" * 65}},
+        {"actor": {"type": ["user"]}},
+        {"actor": {"type": "system", "extra": ""}},
+        {"context": None},
+        {"context": [{"type": ""}]},
+        {"context": [{"type": "group", "email": "g@x"}]},
+        {"context": [{"type": "g"}] * 51},
+        {"container": [{"type": "x" * 41}]},
+        {"ip": None},
+        {"ip": 7},
+        {"userAgent": "x" * 501},
+        {"location": None},
+        {"location": {"city": "x" * 101}},
+        {"location": {"town": "Berlin"}},
+        {"product": "jira"},
+        {"id": "a\ud800"},
+    ],
+)
+def test_plain_events_are_taken_as_the_schema_takes_them(change):
+    """The quick check (ingest._plain_fields) accepts only what IngestEvent accepts, with
+    the same values, and leaves everything else to IngestEvent (and its messages)."""
+    from pydantic import ValidationError
+
+    from audit.ingest import IngestEvent, _has_surrogate, _model_fields, _plain_fields
+
+    raw = {**PLAIN, **change}
+    try:
+        expected = _model_fields(IngestEvent.model_validate(raw))
+    except ValidationError:
+        expected = None
+    plain = None if _has_surrogate(raw) else _plain_fields(raw)
+    assert plain is None or plain == expected
+    if expected is not None and plain is not None:
+        assert plain.time.utcoffset() == expected.time.utcoffset()
+    if not change or set(change) & {"ip", "location"} and expected is not None:
+        assert plain is not None  # the usual spellings take the quick way
