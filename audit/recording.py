@@ -567,7 +567,7 @@ class TermRow(NamedTuple):
     occurred_at: object  # the newest event's time
     event_id: int  # the newest event
     oldest_at: object  # the oldest event's time
-    event_ids: object  # every event's id, oldest first: a list (PostgreSQL), JSON (SQLite)
+    event_ids: str  # every event's id, oldest first: "{1,2}" (PostgreSQL), "[1,2]" (SQLite)
 
 
 def term_rows(
@@ -583,7 +583,9 @@ def term_rows(
     job rely on its two rules (a row lies within one UTC day; its key is its newest
     event). `db_time` adapts times for the database (db_time_adapter() by default)."""
     db_time = db_time or db_time_adapter()
-    sqlite = connection.vendor == "sqlite"
+    # The ids as the database's text for them, which COPY and INSERT pass on as they are
+    # (psycopg's adaptation of a list cost more than the rest of the rows).
+    ids_text = "[{}]" if connection.vendor == "sqlite" else "{{{}}}"
     groups: dict[tuple[int, object], list] = {}
     for occurred_at, event_id, hashes in events:
         at = occurred_at if occurred_at.tzinfo is UTC else occurred_at.astimezone(UTC)
@@ -600,22 +602,12 @@ def term_rows(
         group.sort()
         for start in range(0, len(group), TERM_ROW_EVENTS):
             chunk = group[start : start + TERM_ROW_EVENTS]
-            ids = [event_id for _, event_id in chunk]
+            newest_at, newest = chunk[-1]
+            ids = ids_text.format(",".join([str(event_id) for _, event_id in chunk]))
             rows.append(
-                TermRow(
-                    org_id,
-                    digest,
-                    db_time(chunk[-1][0]),
-                    ids[-1],
-                    db_time(chunk[0][0]),
-                    _json_ids(ids) if sqlite else ids,
-                )
+                TermRow(org_id, digest, db_time(newest_at), newest, db_time(chunk[0][0]), ids)
             )
     return rows
-
-
-def _json_ids(ids: list[int]) -> str:
-    return "[" + ",".join(map(str, ids)) + "]"
 
 
 def terms_insert(cursor, rows: Sequence[TermRow]) -> None:
@@ -627,10 +619,11 @@ def terms_insert(cursor, rows: Sequence[TermRow]) -> None:
         _pg_copy(table, _TERM_COLUMNS, rows)
         return
     sql = f"INSERT INTO {table} ({_TERM_COLUMNS}) VALUES "
+    row = _ROW6 if connection.vendor == "sqlite" else _ROW6[:-1] + "::bigint[])"
     if len(rows) <= _INSERT_ROWS // 6:
-        cursor.execute(sql + ", ".join([_ROW6] * len(rows)), [v for row in rows for v in row])
+        cursor.execute(sql + ", ".join([row] * len(rows)), [v for r in rows for v in r])
     else:
-        cursor.executemany(sql + _ROW6, rows)
+        cursor.executemany(sql + row, rows)
 
 
 # SQL.
