@@ -39,13 +39,14 @@ class HourBucket(Func):
 
 
 class EventCount(Func):
-    """How many events a term row holds (EventTerm.event_ids)."""
+    """How many events a term row holds (EventTerm.event_ids; NULL: one)."""
 
     output_field = IntegerField()
-    function = "cardinality"
+    template = "coalesce(cardinality(%(expressions)s), 1)"
 
     def as_sqlite(self, compiler, connection, **extra):
-        return self.as_sql(compiler, connection, function="json_array_length", **extra)
+        template = "coalesce(json_array_length(%(expressions)s), 1)"
+        return self.as_sql(compiler, connection, template=template, **extra)
 
 
 class _LocalDays:

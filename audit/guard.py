@@ -253,9 +253,10 @@ BEGIN
               AND r.occurred_at >= p_first_at
               AND r.occurred_at < date_trunc('day', p_last_at AT TIME ZONE 'UTC')
                                   AT TIME ZONE 'UTC' + interval '24 hours'
-              AND r.oldest_at <= p_last_at
-              AND NOT EXISTS (SELECT 1 FROM audit_event e WHERE e.id = ANY(r.event_ids)
-                              AND e.occurred_at >= r.oldest_at
+              AND coalesce(r.oldest_at, r.occurred_at) <= p_last_at
+              AND NOT EXISTS (SELECT 1 FROM audit_event e
+                              WHERE e.id = ANY(coalesce(r.event_ids, ARRAY[r.event_id]))
+                              AND e.occurred_at >= coalesce(r.oldest_at, r.occurred_at)
                               AND e.occurred_at <= r.occurred_at)) AS t
         GROUP BY t.tableoid
     LOOP

@@ -181,8 +181,11 @@ class EventTerm(models.Model):
     One row holds a term's events of one recording batch within one UTC day, at most
     audit.recording.TERM_ROW_EVENTS of them, in (occurred_at, id) order (`event_ids`),
     and is keyed by its newest: `occurred_at` and `event` are that event's, `oldest_at`
-    the oldest's time. A row is written once, by the batch, and never updated (the
-    append-only guard); the retention job removes it once every event it names is gone.
+    the oldest's time. A row of one event (what a single event_record writes) leaves
+    `oldest_at` and `event_ids` NULL (they would repeat its time and id): it then
+    takes no more room than a row per term and event did. A row is written once, by
+    the batch, and never updated (the append-only guard); the retention job removes it
+    once every event it names is gone.
     Rows rather than one per term and event: PostgreSQL spends ~56 bytes of headers on
     every row and its key entry, which a row of many events pays once (migration 0017;
     README "Search terms"). The search walks the key newest first (audit.selectors).
@@ -206,8 +209,8 @@ class EventTerm(models.Model):
     event = models.ForeignKey(  # the row's newest event
         Event, on_delete=models.DO_NOTHING, related_name="+", db_index=False, db_constraint=False
     )
-    oldest_at = models.DateTimeField()  # of the row's oldest event
-    event_ids = EventIds()
+    oldest_at = models.DateTimeField(null=True)  # of the row's oldest; NULL: one event
+    event_ids = EventIds(null=True)  # oldest first; NULL: [event_id]
 
     def __str__(self) -> str:
         return f"{self.term_hash:x}"

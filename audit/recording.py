@@ -566,8 +566,8 @@ class TermRow(NamedTuple):
     term_hash: int
     occurred_at: object  # the newest event's time
     event_id: int  # the newest event
-    oldest_at: object  # the oldest event's time
-    event_ids: str  # every event's id, oldest first: "{1,2}" (PostgreSQL), "[1,2]" (SQLite)
+    oldest_at: object  # the oldest event's time; None for a row of one event
+    event_ids: str | None  # oldest first: "{1,2}" (PostgreSQL), "[1,2]" (SQLite); None: one
 
 
 def term_rows(
@@ -603,6 +603,9 @@ def term_rows(
         for start in range(0, len(group), TERM_ROW_EVENTS):
             chunk = group[start : start + TERM_ROW_EVENTS]
             newest_at, newest = chunk[-1]
+            if len(chunk) == 1:  # its time and id say it all (EventTerm)
+                rows.append(TermRow(org_id, digest, db_time(newest_at), newest, None, None))
+                continue
             ids = ids_text.format(",".join([str(event_id) for _, event_id in chunk]))
             rows.append(
                 TermRow(org_id, digest, db_time(newest_at), newest, db_time(chunk[0][0]), ids)

@@ -334,9 +334,9 @@ def _terms_delete(cursor, org_id: int, rows: list[tuple], gone: list[tuple]) -> 
     table = EventTerm._meta.db_table
     cursor.executemany(
         f"DELETE FROM {table} AS r WHERE organization_id = %s AND term_hash = %s "
-        "AND occurred_at >= %s AND occurred_at < %s AND oldest_at <= %s AND NOT EXISTS ("
-        f"SELECT 1 FROM json_each(r.event_ids) AS u JOIN {Event._meta.db_table} AS e "
-        "ON e.id = u.value)",
+        "AND occurred_at >= %s AND occurred_at < %s AND coalesce(oldest_at, occurred_at) <= %s "
+        "AND NOT EXISTS (SELECT 1 FROM json_each(coalesce(r.event_ids, json_array(r.event_id))) "
+        f"AS u JOIN {Event._meta.db_table} AS e ON e.id = u.value)",
         [(org_id, term, str(first), str(day_end), str(last)) for term in sorted(terms)],
     )
     return cursor.rowcount

@@ -27,7 +27,7 @@ from django.db import connection
 from django.db.models import BooleanField, Min, Q, QuerySet, Value
 from django.db.models.base import ModelState
 from django.db.models.expressions import RawSQL
-from django.db.models.functions import Lower
+from django.db.models.functions import Coalesce, Lower
 from django.db.models.lookups import Exact
 from django.http import Http404, HttpRequest
 from django.utils import timezone
@@ -218,8 +218,24 @@ def event_term_rows(filters: "EventFilter") -> QuerySet:
         occurred_at__gte=window.start,
     )
     if window.end is not None:
-        rows = rows.filter(oldest_at__lt=window.end, occurred_at__lt=_day_end(window.end))
+        rows = rows.filter(_starts(lt=window.end), occurred_at__lt=_day_end(window.end))
     return rows
+
+
+def _starts(**lookup) -> Q:
+    """The rows whose oldest event's time satisfies `lookup` (e.g. lt=moment): a row of
+    one event leaves oldest_at NULL, its time being occurred_at."""
+    ((op, moment),) = lookup.items()
+    return Q(**{f"oldest_at__{op}": moment}) | Q(
+        oldest_at__isnull=True, **{f"occurred_at__{op}": moment}
+    )
+
+
+# A row's event ids and oldest time, its own for a row of one event (EventTerm).
+_ROW_IDS = {
+    "postgresql": "coalesce(t.event_ids, ARRAY[t.event_id])",
+    "sqlite": "coalesce(t.event_ids, json_array(t.event_id))",
+}
 
 
 def _day_end(moment: datetime) -> datetime:
@@ -230,10 +246,11 @@ def _day_end(moment: datetime) -> datetime:
 
 def term_event_ids(rows: QuerySet) -> RawSQL:
     """The ids of the events the term rows `rows` hold, as a subquery (id__in=)."""
-    sql, params = rows.values("event_ids").order_by().query.sql_with_params()
+    sql, params = rows.values("event_id", "event_ids").order_by().query.sql_with_params()
+    ids = _ROW_IDS[connection.vendor]
     if connection.vendor == "postgresql":
-        return RawSQL(f"SELECT unnest(t.event_ids) FROM ({sql}) AS t", params)
-    return RawSQL(f"SELECT u.value FROM ({sql}) AS t, json_each(t.event_ids) AS u", params)
+        return RawSQL(f"SELECT unnest({ids}) FROM ({sql}) AS t", params)
+    return RawSQL(f"SELECT u.value FROM ({sql}) AS t, json_each({ids}) AS u", params)
 
 
 def _id_in(ids: Sequence[int]) -> Q:
@@ -404,7 +421,7 @@ def event_term_rows_walk(
         if newer:
             rows = rows.filter(occurred_at__gte=when)
         else:
-            rows = rows.filter(oldest_at__lte=when, occurred_at__lt=_day_end(when))
+            rows = rows.filter(_starts(lte=when), occurred_at__lt=_day_end(when))
     order = ("occurred_at", "event_id") if newer else ("-occurred_at", "-event_id")
     return rows.order_by(*order)
 
@@ -454,8 +471,8 @@ def event_term_step(
             )
             ahead = None
             for n, (at, event_id, oldest_at, event_ids) in enumerate(page):
-                ids += event_ids
-                span += (oldest_at, at)
+                ids += event_ids if event_ids is not None else (event_id,)
+                span += (oldest_at or at, at)
                 last = (at, event_id)
                 if len(ids) >= need:
                     ahead = page[n + 1][:2] if n + 1 < len(page) else None
@@ -516,7 +533,7 @@ def _term_rows_frontier(walk: QuerySet, last: Position) -> datetime:
     their own day)."""
     day_end = _day_end(last[0])
     left = keyset_events(walk, last, True, id_field="event_id").filter(occurred_at__lt=day_end)
-    starts = left.order_by().aggregate(start=Min("oldest_at"))["start"]
+    starts = left.order_by().aggregate(start=Min(Coalesce("oldest_at", "occurred_at")))["start"]
     return min(starts, day_end) if starts is not None else day_end
 
 

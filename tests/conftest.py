@@ -371,10 +371,14 @@ def term_hashes(event: int | Event) -> set[int]:
     term rows (audit.models.EventTerm) that hold it."""
     event_id = event.pk if isinstance(event, Event) else event
     if connection.vendor == "postgresql":
-        sql = "SELECT term_hash FROM audit_eventterm WHERE %s = ANY(event_ids)"
+        sql = (
+            "SELECT term_hash FROM audit_eventterm "
+            "WHERE %s = ANY(coalesce(event_ids, ARRAY[event_id]))"
+        )
     else:
         sql = (
-            "SELECT t.term_hash FROM audit_eventterm t, json_each(t.event_ids) u WHERE u.value = %s"
+            "SELECT t.term_hash FROM audit_eventterm t, "
+            "json_each(coalesce(t.event_ids, json_array(t.event_id))) u WHERE u.value = %s"
         )
     with connection.cursor() as cursor:
         cursor.execute(sql, [event_id])
@@ -384,4 +388,5 @@ def term_hashes(event: int | Event) -> set[int]:
 def term_events(rows) -> list[int]:
     """The event ids the term rows `rows` (an EventTerm queryset) hold, each once per row
     that holds it: len() is how many (term, event) pairs they store."""
-    return [pk for ids in rows.values_list("event_ids", flat=True) for pk in ids]
+    held = rows.values_list("event_id", "event_ids")
+    return [pk for newest, ids in held for pk in (ids if ids is not None else [newest])]

@@ -34,8 +34,9 @@ NEW_PURGE_TERMS = "audit_purge_terms(bigint, bigint[], timestamptz, timestamptz,
 
 _PG_GROUPED = f"""
 INSERT INTO "{NEW}" SELECT organization_id, term_hash, max(occurred_at),
-    (array_agg(event_id ORDER BY occurred_at DESC, event_id DESC))[1], min(occurred_at),
-    array_agg(event_id ORDER BY occurred_at, event_id)
+    (array_agg(event_id ORDER BY occurred_at DESC, event_id DESC))[1],
+    CASE WHEN count(*) > 1 THEN min(occurred_at) END,
+    CASE WHEN count(*) > 1 THEN array_agg(event_id ORDER BY occurred_at, event_id) END
 FROM (SELECT *, (occurred_at AT TIME ZONE 'UTC')::date AS day, (row_number() OVER (
         PARTITION BY organization_id, term_hash, (occurred_at AT TIME ZONE 'UTC')::date
         ORDER BY occurred_at, event_id) - 1) / {ROW_EVENTS} AS chunk
@@ -44,14 +45,15 @@ GROUP BY organization_id, term_hash, day, chunk
 """
 _PG_UNGROUPED = f"""
 INSERT INTO "{NEW}" SELECT t.organization_id, t.term_hash, e.occurred_at, e.id
-FROM "{TABLE}" t CROSS JOIN unnest(t.event_ids) AS u(id)
-JOIN audit_event e ON e.id = u.id AND e.occurred_at >= t.oldest_at
+FROM "{TABLE}" t CROSS JOIN unnest(coalesce(t.event_ids, ARRAY[t.event_id])) AS u(id)
+JOIN audit_event e ON e.id = u.id AND e.occurred_at >= coalesce(t.oldest_at, t.occurred_at)
     AND e.occurred_at <= t.occurred_at
 ON CONFLICT DO NOTHING
 """
 _SQLITE_UNGROUPED = f"""
 INSERT INTO "{NEW}" SELECT t.organization_id, t.term_hash, e.occurred_at, e.id
-FROM "{TABLE}" t, json_each(t.event_ids) u JOIN audit_event e ON e.id = u.value
+FROM "{TABLE}" t, json_each(coalesce(t.event_ids, json_array(t.event_id))) u
+JOIN audit_event e ON e.id = u.value
 WHERE true ON CONFLICT DO NOTHING
 """
 
@@ -66,7 +68,7 @@ def _create(vendor: str, grouped: bool) -> str:
     ]
     if grouped:
         ids = "bigint[]" if vendor == "postgresql" else "text"
-        columns += [f'"oldest_at" {time} NOT NULL', f'"event_ids" {ids} NOT NULL']
+        columns += [f'"oldest_at" {time}', f'"event_ids" {ids}']  # NULL: a row of one
     if vendor == "postgresql":  # keyed once filled: faster, and the key is built compact
         return f'CREATE TABLE "{NEW}" ({", ".join(columns)})'
     return f'CREATE TABLE "{NEW}" ({", ".join(columns)}, PRIMARY KEY ({KEY})) WITHOUT ROWID'
@@ -79,6 +81,9 @@ def _sqlite_grouped(schema_editor) -> None:
     def flush():
         for start in range(0, len(group), ROW_EVENTS):
             chunk = group[start : start + ROW_EVENTS]
+            if len(chunk) == 1:  # its time and id say it all (EventTerm)
+                rows.append((*last[:2], *chunk[0], None, None))
+                continue
             ids = "[" + ",".join(str(pk) for _, pk in chunk) + "]"
             rows.append((*last[:2], chunk[-1][0], chunk[-1][1], chunk[0][0], ids))
 
@@ -164,14 +169,12 @@ class Migration(migrations.Migration):
                 migrations.AddField(
                     model_name="eventterm",
                     name="oldest_at",
-                    field=models.DateTimeField(default=None),
-                    preserve_default=False,
+                    field=models.DateTimeField(null=True),
                 ),
                 migrations.AddField(
                     model_name="eventterm",
                     name="event_ids",
-                    field=EventIds(default=None),
-                    preserve_default=False,
+                    field=EventIds(null=True),
                 ),
             ],
         )

@@ -203,7 +203,7 @@ def test_the_exports_search_step_walks_the_term_key_backwards_and_stops_at_its_l
             assert "Limit" in plan_ancestor(lines, i, skip="Merge Append"), plan
         assert not sorts(plan) and "Seq Scan" not in plan, plan
     # The rows' events, by id: the primary key (on PostgreSQL, of the window's months).
-    ids = [pk for row in walk for pk in row.event_ids]
+    ids = [pk for row in walk for pk in (row.event_ids or [row.event_id])]
     span = (timezone.now() - timedelta(days=7), timezone.now())
     plan = plan_of(events_by_id(f, ids, span).values(*PAGE_COLUMNS))
     if connection.vendor == "sqlite":

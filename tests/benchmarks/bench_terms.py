@@ -149,7 +149,9 @@ def bench_sizes() -> None:
     with connection.cursor() as cursor:
         cursor.execute("VACUUM ANALYZE audit_eventterm")  # partitions too
         stored = size(cursor, "audit_eventterm")
-        cursor.execute("SELECT count(*), sum(cardinality(event_ids)) FROM audit_eventterm")
+        cursor.execute(
+            "SELECT count(*), sum(coalesce(cardinality(event_ids), 1)) FROM audit_eventterm"
+        )
         rows, pairs = cursor.fetchone()
         started = time.perf_counter()
         text_terms_build(cursor)
