@@ -8,6 +8,7 @@ from orgs.admin import DeletionsRecordedMixin, ReadOnlyAdminMixin
 from orgs.models import Organization
 
 from .models import Activity, ActivitySetting, Event, EventTerm, Stream, StreamAttempt
+from .selectors import term_event_ids
 from .services import (
     activity_setting_refusal,
     activity_setting_update,
@@ -99,10 +100,10 @@ class EventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             return queryset, False
         # The term index leads with the organization: name them all so it is used. By
         # the term's hash: staff's list may show the rare event of a colliding term.
-        event_ids = EventTerm.objects.filter(
+        rows = EventTerm.objects.filter(
             organization_id__in=Organization.objects.values("id"), term_hash=term_hash(term)
-        ).values("event_id")
-        return queryset.filter(id__in=event_ids), False
+        )
+        return queryset.filter(id__in=term_event_ids(rows)), False
 
 
 # The task queue (django-q2) is monitored here, never edited: a schedule or queued task

@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime, timedelta
 from functools import cached_property
 
 from django.db import connection
-from django.db.models import CharField, Count, Func, Sum
+from django.db.models import CharField, Count, Func, IntegerField, Sum
 from django.db.models.functions import TruncDate
 from django.utils.safestring import SafeString, mark_safe
 
@@ -36,6 +36,17 @@ class HourBucket(Func):
 
     output_field = CharField()
     template = "substr(%(expressions)s, 1, 13)"
+
+
+class EventCount(Func):
+    """How many events a term row holds (EventTerm.event_ids; NULL: one)."""
+
+    output_field = IntegerField()
+    template = "coalesce(cardinality(%(expressions)s), 1)"
+
+    def as_sqlite(self, compiler, connection, **extra):
+        template = "coalesce(json_array_length(%(expressions)s), 1)"
+        return self.as_sql(compiler, connection, template=template, **extra)
 
 
 class _LocalDays:
@@ -181,12 +192,16 @@ def daily_counts(events: EventFilter) -> dict[date, int]:
     postgres = connection.vendor == "postgresql"
     if events.cleaned_data["q"] or events.has_row_filters:
         # Rows the hourly counts cannot tell apart: counted one by one, exactly.
-        rows = event_term_rows(events) if events.cleaned_data["q"] else event_list(filters=events)
+        # A search alone: its term rows, each row's events counted at its newest's time
+        # (a row holds one UTC day of a term's events: audit.recording.term_rows).
+        by_rows = events.cleaned_data["q"] and not (events.has_row_filters or events.action_ids)
+        rows = event_term_rows(events) if by_rows else event_list(filters=events)
         rows = rows.order_by()
+        total = Sum(EventCount("event_ids")) if by_rows else Count("*")
         if postgres:
-            return _per_local_day(rows, "occurred_at", Count("*"), events.tz)
+            return _per_local_day(rows, "occurred_at", total, events.tz)
         rows = rows.annotate(bucket=HourBucket("occurred_at")).values("bucket")
-        rows = rows.annotate(n=Count("*")).values_list("bucket", "n").order_by()
+        rows = rows.annotate(n=total).values_list("bucket", "n").order_by()
     else:
         first_hour = window.start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
         # Without an Activity filter the per-hour totals (24 rows a day); with one, the

@@ -19,7 +19,7 @@ queries, one place for the page, the export and the API.
 Parameters (all optional, from a plain GET form or the API's query string):
 - `q`: an exact term: a user's name or email, a group name or a site name;
   case-insensitive, whole value, surrounding spaces ignored. Served by the EventTerm
-  index (organization, term, occurred_at, event), never by LIKE.
+  rows (organization, term hash, and per row its events' times and ids), never by LIKE.
 - `range`: 24h, 7d (the default), 30d, 90d, 180d or custom.
 - `from` / `to`: a date (YYYY-MM-DD, in the viewer's time zone; `to` includes its whole
   day), an exact ISO 8601 instant or epoch milliseconds (10 to 13 digits; `to` then is

@@ -77,7 +77,7 @@ SQLITE_GUARD_TABLE = "audit_purgeguard"
 _SUFFIXES = ("no_update", "no_delete", "no_truncate", "no_replace", "no_decrease")
 PURGE_FUNCTIONS = (
     "audit_purge_batch(bigint, timestamptz, integer)",
-    "audit_purge_terms(bigint, bigint[], timestamptz, bigint, timestamptz, bigint, bigint[])",
+    "audit_purge_terms(bigint, bigint[], timestamptz, timestamptz, bigint[])",
 )
 
 # PostgreSQL.
@@ -218,8 +218,8 @@ $$"""
 
 _PG_PURGE_TERMS = f"""
 CREATE OR REPLACE FUNCTION audit_purge_terms(
-    p_org bigint, p_terms bigint[], p_first_at timestamptz, p_first_id bigint,
-    p_last_at timestamptz, p_last_id bigint, p_ids bigint[])
+    p_org bigint, p_terms bigint[], p_first_at timestamptz, p_last_at timestamptz,
+    p_ids bigint[])
 RETURNS bigint
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public
 SET plan_cache_mode = force_custom_plan
@@ -236,22 +236,28 @@ BEGIN
             USING ERRCODE = 'restrict_violation';
     END IF;
     {_ON}
-    -- One key range per term, walked by a LATERAL subquery so that the planner cannot
-    -- choose to hash all the organization's terms instead. A writer may commit an
-    -- event inside the range after the batch was read; the event_id filter (kept out
-    -- of the index condition by "+ 0": as an index key it would mean one index
-    -- descent per id) leaves its terms alone. A ctid names a row only within its own
-    -- table, and the terms are in monthly partitions (audit.partitions): the rows are
-    -- deleted from each partition that holds them, by that partition's name.
+    -- A term row holds one UTC day of a term's events (audit.recording.term_rows), keyed
+    -- by its newest: a row with an event of the batch's span ends at or after its
+    -- start and before the end of its last day. Per term one key range, walked by a
+    -- LATERAL subquery so that the planner cannot choose to hash all the
+    -- organization's terms instead; a row goes only when none of its events is left
+    -- (a row of the batch's last hour may hold events the next batch takes; a writer
+    -- never adds to a row, so one committed meanwhile has rows of its own). A ctid
+    -- names a row only within its own table, and the terms are in monthly partitions
+    -- (audit.partitions): the rows are deleted from each partition that holds them.
     FOR part IN
         SELECT t.tableoid::regclass AS name, array_agg(t.ctid) AS tids
         FROM unnest(p_terms) AS k(term) CROSS JOIN LATERAL (
-            SELECT tableoid, ctid FROM audit_eventterm
-            WHERE organization_id = p_org AND term_hash = k.term
-              AND occurred_at >= p_first_at AND occurred_at <= p_last_at
-              AND (occurred_at, event_id) >= (p_first_at, p_first_id)
-              AND (occurred_at, event_id) <= (p_last_at, p_last_id)
-              AND event_id + 0 = ANY(p_ids)) AS t
+            SELECT r.tableoid, r.ctid FROM audit_eventterm r
+            WHERE r.organization_id = p_org AND r.term_hash = k.term
+              AND r.occurred_at >= p_first_at
+              AND r.occurred_at < date_trunc('day', p_last_at AT TIME ZONE 'UTC')
+                                  AT TIME ZONE 'UTC' + interval '24 hours'
+              AND coalesce(r.oldest_at, r.occurred_at) <= p_last_at
+              AND NOT EXISTS (SELECT 1 FROM audit_event e
+                              WHERE e.id = ANY(coalesce(r.event_ids, ARRAY[r.event_id]))
+                              AND e.occurred_at >= coalesce(r.oldest_at, r.occurred_at)
+                              AND e.occurred_at <= r.occurred_at)) AS t
         GROUP BY t.tableoid
     LOOP
         EXECUTE format('DELETE FROM %s WHERE ctid = ANY($1)', part.name) USING part.tids;

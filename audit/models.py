@@ -1,3 +1,5 @@
+import json
+
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
@@ -151,19 +153,48 @@ class Event(models.Model):
         return _PRODUCT_KIND_LABELS.get(self.product_kind, self.product_kind)
 
 
-class EventTerm(models.Model):
-    """The exact-term search index: one row per normalized (lower-cased, trimmed)
-    user name, email, group name or site name appearing in an event, filled at
-    write time. Its primary key is the index the search walks.
+class EventIds(models.Field):
+    """A list of event ids: bigint[] on PostgreSQL, a JSON array (text) on SQLite."""
 
-    The term is stored as its 64-bit hash (audit.recording.term_hash), not its text:
-    fixed-width rows, a quarter smaller with its key (migration 0015; README). Two
-    terms may share a hash, so a search re-checks each event it finds
+    description = "Event ids"
+
+    def db_type(self, connection) -> str:
+        return "bigint[]" if connection.vendor == "postgresql" else "text"
+
+    def from_db_value(self, value, expression, connection):
+        if value is None or isinstance(value, list):
+            return value
+        return json.loads(value)
+
+    def get_db_prep_value(self, value, connection, prepared=False):
+        if value is None:
+            return None
+        if connection.vendor == "postgresql":
+            return list(value)
+        return json.dumps(list(value), separators=(",", ":"))
+
+
+class EventTerm(models.Model):
+    """The exact-term search index: a normalized (lower-cased, trimmed) user name,
+    email, group name or site name with the events that carry it, filled at write time.
+
+    One row holds a term's events of one recording batch within one UTC day, at most
+    audit.recording.TERM_ROW_EVENTS of them, in (occurred_at, id) order (`event_ids`),
+    and is keyed by its newest: `occurred_at` and `event` are that event's, `oldest_at`
+    the oldest's time. A row of one event (what a single event_record writes) leaves
+    `oldest_at` and `event_ids` NULL (they would repeat its time and id): it then
+    takes no more room than a row per term and event did. A row is written once, by
+    the batch, and never updated (the append-only guard); the retention job removes it
+    once every event it names is gone.
+    Rows rather than one per term and event: PostgreSQL spends ~56 bytes of headers on
+    every row and its key entry, which a row of many events pays once (migration 0017;
+    README "Search terms"). The search walks the key newest first (audit.selectors).
+
+    The term is stored as its 64-bit hash (audit.recording.term_hash), not its text.
+    Two terms may share a hash, so a search re-checks each event it finds
     (audit.selectors.event_carries_term) and a collision never shows a wrong row.
 
-    No foreign-key constraints or extra indexes: each would cost every write, and
-    the retention job removes a term by its primary key, which it derives from the
-    event exactly as the recording service did."""
+    No foreign-key constraints or extra indexes: each would cost every write."""
 
     pk = models.CompositePrimaryKey("organization", "term_hash", "occurred_at", "event")
     organization = models.ForeignKey(
@@ -174,10 +205,12 @@ class EventTerm(models.Model):
         db_constraint=False,
     )
     term_hash = models.BigIntegerField()
-    occurred_at = models.DateTimeField()
-    event = models.ForeignKey(
+    occurred_at = models.DateTimeField()  # of the row's newest event
+    event = models.ForeignKey(  # the row's newest event
         Event, on_delete=models.DO_NOTHING, related_name="+", db_index=False, db_constraint=False
     )
+    oldest_at = models.DateTimeField(null=True)  # of the row's oldest; NULL: one event
+    event_ids = EventIds(null=True)  # oldest first; NULL: [event_id]
 
     def __str__(self) -> str:
         return f"{self.term_hash:x}"

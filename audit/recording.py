@@ -6,8 +6,9 @@ Public surface: `Recorder` (build, then save inside a transaction), `record_spec
 (many events, one transaction per chunk), `event_terms` (the one derivation of an
 event's search terms, which the retention purge uses too), the catalogue lookups
 (`activity_for_key`, `activity_by_id`, `activity_cache_clear`, `activity_keys_by_id`),
-`plan_refusal`, `normalize_term`, `term_hash`, `ip_valid` and `event_ids_draw`. Everything
-else here is private to recording.
+`plan_refusal`, `normalize_term`, `term_hash`, `term_rows` / `terms_insert` (the one
+making of search-term rows, which the demo seed writes too), `ip_valid` and
+`event_ids_draw`. Everything else here is private to recording.
 """
 
 import hashlib
@@ -507,19 +508,8 @@ class Recorder:
                 ids = _pg_copy_events(built, ids)
             else:
                 ids = _pg_insert_events(cursor, built)
-            term_rows = [
-                (self.org_id, digest, b.params[_OCCURRED_AT], event_id)
-                for b, event_id in zip(built, ids, strict=True)
-                for digest in b.terms
-            ]
-            if sqlite or len(term_rows) < _PG_COPY_ROWS:
-                _terms_insert(cursor, term_rows)
-            else:
-                _pg_copy(
-                    EventTerm._meta.db_table,
-                    "organization_id, term_hash, occurred_at, event_id",
-                    term_rows,
-                )
+            events = [(b.occurred_at, pk, b.terms) for b, pk in zip(built, ids, strict=True)]
+            terms_insert(cursor, term_rows(self.org_id, events, self.db_time))
         _hourly_add(self.org_id, built, sqlite)
         return ids
 
@@ -604,11 +594,90 @@ class Prepared:
         return self._recorder.save(rows, ids) if rows else []
 
 
+# Search-term rows.
+
+# At most this many events per term row: a search step reads whole rows, and a row's ids
+# (8 bytes each) then stay under PostgreSQL's 2 kB TOAST threshold, stored inline.
+TERM_ROW_EVENTS = 128
+_TERM_COLUMNS = "organization_id, term_hash, occurred_at, event_id, oldest_at, event_ids"
+
+
+class TermRow(NamedTuple):
+    """A row of audit_eventterm (EventTerm), times and ids as the database takes them."""
+
+    organization_id: int
+    term_hash: int
+    occurred_at: object  # the newest event's time
+    event_id: int  # the newest event
+    oldest_at: object  # the oldest event's time; None for a row of one event
+    event_ids: str | None  # oldest first: "{1,2}" (PostgreSQL), "[1,2]" (SQLite); None: one
+
+
+def term_rows(
+    org_id: int,
+    events: Iterable[tuple[datetime, int, Iterable[int]]],
+    db_time: Callable[[datetime], object] | None = None,
+) -> list[TermRow]:
+    """The search-term rows of a recording batch's `events`, each given as (occurred_at
+    as an aware datetime, event id, its term hashes): per term and UTC day, its events in
+    (occurred_at, id) order, TERM_ROW_EVENTS to a row. The one place term rows are made:
+    recording (Recorder.save) and the demo seed write these and nothing else, the
+    migration 0017 groups existing terms the same way, and the search and the retention
+    job rely on its two rules (a row lies within one UTC day; its key is its newest
+    event). `db_time` adapts times for the database (db_time_adapter() by default)."""
+    db_time = db_time or db_time_adapter()
+    # The ids as the database's text for them, which COPY and INSERT pass on as they are
+    # (psycopg's adaptation of a list cost more than the rest of the rows).
+    ids_text = "[{}]" if connection.vendor == "sqlite" else "{{{}}}"
+    groups: dict[tuple[int, object], list] = {}
+    for occurred_at, event_id, hashes in events:
+        at = occurred_at if occurred_at.tzinfo is UTC else occurred_at.astimezone(UTC)
+        day = at.date()
+        for digest in hashes:
+            key = (digest, day)
+            group = groups.get(key)
+            if group is None:
+                groups[key] = [(at, event_id)]
+            else:
+                group.append((at, event_id))
+    rows = []
+    for (digest, _), group in groups.items():
+        group.sort()
+        for start in range(0, len(group), TERM_ROW_EVENTS):
+            chunk = group[start : start + TERM_ROW_EVENTS]
+            newest_at, newest = chunk[-1]
+            if len(chunk) == 1:  # its time and id say it all (EventTerm)
+                rows.append(TermRow(org_id, digest, db_time(newest_at), newest, None, None))
+                continue
+            ids = ids_text.format(",".join([str(event_id) for _, event_id in chunk]))
+            rows.append(
+                TermRow(org_id, digest, db_time(newest_at), newest, db_time(chunk[0][0]), ids)
+            )
+    return rows
+
+
+def terms_insert(cursor, rows: Sequence[TermRow]) -> None:
+    """Writes term_rows' rows (COPY for many on PostgreSQL)."""
+    if not rows:
+        return
+    table = EventTerm._meta.db_table
+    if connection.vendor == "postgresql" and len(rows) >= _PG_COPY_ROWS:
+        _pg_copy(table, _TERM_COLUMNS, rows)
+        return
+    sql = f"INSERT INTO {table} ({_TERM_COLUMNS}) VALUES "
+    row = _ROW6 if connection.vendor == "sqlite" else _ROW6[:-1] + "::bigint[])"
+    if len(rows) <= _INSERT_ROWS // 6:
+        cursor.execute(sql + ", ".join([row] * len(rows)), [v for r in rows for v in r])
+    else:
+        cursor.executemany(sql + row, rows)
+
+
 # SQL.
 
 _PLACEHOLDER = "(" + ", ".join(["%s"] * len(EVENT_COLUMNS)) + ")"
 _INSERT_ROWS = 500  # rows per INSERT statement: well under both databases' parameter limits
 _ROW4 = "(%s, %s, %s, %s)"
+_ROW6 = "(%s, %s, %s, %s, %s, %s)"
 # PostgreSQL: from this many rows, COPY. Django's psycopg cursor binds parameters
 # on the client (it quotes every value into the SQL text), which costs more than
 # the server's own work for big batches; COPY streams the rows in one round trip.
@@ -672,17 +741,6 @@ def _pg_copy_events(built: Sequence[Built], ids: Sequence[int] | None = None) ->
         ((event_id, *b.params) for event_id, b in zip(ids, built, strict=True)),
     )
     return ids
-
-
-def _terms_insert(cursor, rows: list[tuple]) -> None:
-    if not rows:
-        return
-    table = EventTerm._meta.db_table
-    sql = f"INSERT INTO {table} (organization_id, term_hash, occurred_at, event_id) VALUES "
-    if len(rows) <= _INSERT_ROWS // 4:
-        cursor.execute(sql + ", ".join([_ROW4] * len(rows)), [v for row in rows for v in row])
-    else:
-        cursor.executemany(sql + _ROW4, rows)
 
 
 def _hourly_add(org_id: int, built: Sequence[Built], sqlite: bool) -> None:

@@ -49,7 +49,7 @@ class OrgPurge:
     organization: Organization
     cutoff: datetime
     events: int = 0  # removed, or that would be removed in a dry run
-    terms: int = 0
+    terms: int = 0  # search-term rows removed (each holds one or more events)
     batches: int = 0
     record_refusal: str = ""  # why the audit_log_purged event was not recorded, if it was not
     held: int = 0  # expired events left in place: more than AUDIT_PURGE_MAX_SHARE of the log
@@ -294,16 +294,18 @@ def _action_keys(action_ids: set[int]) -> dict[int, str]:
 
 
 def _terms_delete(cursor, org_id: int, rows: list[tuple], gone: list[tuple]) -> int:
-    """Deletes the search terms of `gone`, the events of the batch `rows` that were
-    deleted, and nothing else.
+    """Deletes the search-term rows none of whose events is left, among those that hold
+    events of `gone` (the events of the batch `rows` that were deleted); returns how
+    many rows went.
 
-    A term row's key is (organization, term_hash, occurred_at, event_id), and the batch is
-    every event of the organization from its first (occurred_at, id) to its last. So
-    each distinct term of the batch's events is removed as one contiguous key range
-    (a few hundred range deletes, not one probe per term row), with the terms derived
-    from each event exactly as the recording service derived them."""
-    db_time = _db_time_adapter()
-    expected = 0
+    A term row holds one UTC day of one term's events and is keyed by its newest
+    (audit.recording.term_rows), and the batch is every event of the organization from
+    its first (occurred_at, id) to its last: so each distinct term of the batch's events
+    (derived from each event exactly as the recording service derived them) is one key
+    range, from the batch's first time to the end of its last day. A row that still
+    holds an event the batch did not take (its last hour's, which the next batch takes)
+    stays, and goes with the batch that takes its last event: that batch derives the
+    same term from it."""
     terms: set[int] = set()
     keys = _action_keys({row[2] for row in gone})
     for _, _, action_id, a_type, _, a_name, a_email, site, context, container, details in gone:
@@ -316,38 +318,28 @@ def _terms_delete(cursor, org_id: int, rows: list[tuple], gone: list[tuple]) -> 
             action=keys.get(action_id, ""),
             details=_json(details),
         )
-        hashes = {term_hash(term) for term in derived}  # as recorded: one row per hash
-        expected += len(hashes)
-        terms |= hashes
+        terms |= {term_hash(term) for term in derived}
     if not terms:
         return 0
-    first = (db_time(rows[0][1]), rows[0][0])
-    last = (db_time(rows[-1][1]), rows[-1][0])
-    table = EventTerm._meta.db_table
+    first, last = rows[0][1], rows[-1][1]
     if connection.vendor == "postgresql":
-        # The owner's function (audit/guard.py) deletes only terms of events now gone.
+        # The owner's function (audit/guard.py) deletes only rows of events now gone.
         cursor.execute(
-            "SELECT audit_purge_terms(%s, %s::bigint[], %s::timestamptz, %s, "
-            "%s::timestamptz, %s, %s)",
-            [org_id, sorted(terms), *first, *last, [row[0] for row in gone]],
+            "SELECT audit_purge_terms(%s, %s::bigint[], %s::timestamptz, %s::timestamptz, %s)",
+            [org_id, sorted(terms), first.isoformat(), last.isoformat(), [row[0] for row in gone]],
         )
-        deleted = cursor.fetchone()[0]
-    else:
-        # SQLite: the batch's transaction has held the write lock since it began, so
-        # the range holds the batch's events and nothing else.
-        cursor.executemany(
-            f"DELETE FROM {table} WHERE organization_id = %s AND term_hash = %s "
-            "AND (occurred_at, event_id) >= (%s, %s) AND (occurred_at, event_id) <= (%s, %s)",
-            [(org_id, term, *first, *last) for term in sorted(terms)],
-        )
-        deleted = cursor.rowcount
-    if deleted != expected:
-        # The terms were derived differently when recorded (services._terms changed?):
-        # leftovers point at no event, so search ignores them, but they take space.
-        logger.warning(
-            "Organization %s: %d search terms expected, %d deleted", org_id, expected, deleted
-        )
-    return deleted
+        return cursor.fetchone()[0]
+    # SQLite: naive UTC datetimes, stored as str(value).
+    day_end = datetime(last.year, last.month, last.day) + timedelta(days=1)
+    table = EventTerm._meta.db_table
+    cursor.executemany(
+        f"DELETE FROM {table} AS r WHERE organization_id = %s AND term_hash = %s "
+        "AND occurred_at >= %s AND occurred_at < %s AND coalesce(oldest_at, occurred_at) <= %s "
+        "AND NOT EXISTS (SELECT 1 FROM json_each(coalesce(r.event_ids, json_array(r.event_id))) "
+        f"AS u JOIN {Event._meta.db_table} AS e ON e.id = u.value)",
+        [(org_id, term, str(first), str(day_end), str(last)) for term in sorted(terms)],
+    )
+    return cursor.rowcount
 
 
 def _hourly_counts_subtract(cursor, org_id: int, rows: list[tuple]) -> None:

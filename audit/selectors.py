@@ -24,10 +24,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from django.conf import settings
 from django.core import signing
 from django.db import connection
-from django.db.models import BooleanField, Q, QuerySet, Value
+from django.db.models import BooleanField, Min, Q, QuerySet, Value
 from django.db.models.base import ModelState
 from django.db.models.expressions import RawSQL
-from django.db.models.functions import Lower
+from django.db.models.functions import Coalesce, Lower
 from django.db.models.lookups import Exact
 from django.http import Http404, HttpRequest
 from django.utils import timezone
@@ -203,26 +203,64 @@ def event_list(*, filters: "EventFilter") -> QuerySet:
     if filters.action_ids:
         qs = qs.filter(action_id__in=filters.action_ids)
     if filters.cleaned_data["q"]:
-        qs = qs.filter(id__in=event_term_rows(filters).values("event_id"))
+        qs = qs.filter(id__in=term_event_ids(event_term_rows(filters)))
     return qs.order_by("-occurred_at", "-id")
 
 
 def event_term_rows(filters: "EventFilter") -> QuerySet:
-    """The EventTerm rows of the search's hash, in the window; walk them by primary
-    key. A row may belong to another term with the same hash (event_carries_term)."""
-    terms = EventTerm.objects.filter(
-        _conditions(filters, "event__"),
+    """The term rows (EventTerm) of the search's hash that may hold events of the
+    window: a row lies within one UTC day (audit.recording.term_rows). A row may hold
+    events of another term with the same hash (event_carries_term)."""
+    window = filters.window
+    rows = EventTerm.objects.filter(
         organization=filters.org,
         term_hash=term_hash(filters.cleaned_data["q"]),
-        **_window(filters),
+        occurred_at__gte=window.start,
     )
-    if filters.action_ids:
-        terms = terms.filter(event__action_id__in=filters.action_ids)
-    if filters.action_ids or filters.has_row_filters:
-        # Joined to the events: the same window on their side (a term's time is its
-        # event's) lets PostgreSQL read only those months of the partitioned events.
-        terms = terms.filter(**{f"event__{k}": v for k, v in _window(filters).items()})
-    return terms
+    if window.end is not None:
+        rows = rows.filter(_starts(lt=window.end), occurred_at__lt=_day_end(window.end))
+    return rows
+
+
+def _starts(**lookup) -> Q:
+    """The rows whose oldest event's time satisfies `lookup` (e.g. lt=moment): a row of
+    one event leaves oldest_at NULL, its time being occurred_at."""
+    ((op, moment),) = lookup.items()
+    return Q(**{f"oldest_at__{op}": moment}) | Q(
+        oldest_at__isnull=True, **{f"occurred_at__{op}": moment}
+    )
+
+
+# A row's event ids and oldest time, its own for a row of one event (EventTerm).
+_ROW_IDS = {
+    "postgresql": "coalesce(t.event_ids, ARRAY[t.event_id])",
+    "sqlite": "coalesce(t.event_ids, json_array(t.event_id))",
+}
+
+
+def _day_end(moment: datetime) -> datetime:
+    """The UTC midnight that ends `moment`'s day."""
+    utc = moment.astimezone(UTC)
+    return datetime(utc.year, utc.month, utc.day, tzinfo=UTC) + timedelta(days=1)
+
+
+def term_event_ids(rows: QuerySet) -> RawSQL:
+    """The ids of the events the term rows `rows` hold, as a subquery (id__in=)."""
+    sql, params = rows.values("event_id", "event_ids").order_by().query.sql_with_params()
+    ids = _ROW_IDS[connection.vendor]
+    if connection.vendor == "postgresql":
+        return RawSQL(f"SELECT unnest({ids}) FROM ({sql}) AS t", params)
+    return RawSQL(f"SELECT u.value FROM ({sql}) AS t, json_each({ids}) AS u", params)
+
+
+def _id_in(ids: Sequence[int]) -> Q:
+    """Event.id among `ids`. PostgreSQL: as one array, whatever their number. SQLite:
+    as a list, which its planner counts (a JSON array it cannot, and would then walk
+    the organization's time index instead of looking each id up)."""
+    if connection.vendor != "postgresql":
+        return Q(id__in=ids)
+    sql = f'"{Event._meta.db_table}"."id" = ANY(%s::bigint[])'
+    return Q(RawSQL(sql, [list(ids)], output_field=BooleanField()))
 
 
 # The columns the audit log page shows (audit.tables.event_rows) and pages by: the page
@@ -342,11 +380,10 @@ def _term_slice(
     values: Sequence[str] | None = None,
     columns: Sequence[str] | None = None,
 ) -> list:
-    """event_slice of a search: the term index walked from `position` in time order,
-    `limit` rows at a time (a LIMIT inside the subquery, so the walk stops there rather
-    than reading every match), keeping the events that really carry the term. Another
-    step only when a hash collision took some of the rows. With `values` or `columns`,
-    the fields the check reads come too."""
+    """event_slice of a search: the term rows walked from `position` in time order until
+    `limit` events are known to come next (event_term_step), keeping the events that
+    really carry the term. Another step only when a hash collision took some of them.
+    With `values` or `columns`, the fields the check reads come too."""
     term = filters.cleaned_data["q"]
     fields = None if values is None else list(dict.fromkeys((*values, *_TERM_FIELDS)))
     if columns is not None:
@@ -354,25 +391,150 @@ def _term_slice(
     rows: list = []
     while len(rows) < limit:
         want = limit - len(rows)
-        step = event_term_step(filters, position, newer=newer, limit=want)
-        found = _fetch(step, fields, columns)
+        found = event_term_step(
+            filters, position, newer=newer, limit=want, values=fields, columns=columns
+        )
         rows += [row for row in found if event_carries_term(row, term)]
         if len(found) < want:
             break
-        last = found[-1]
-        position = event_position(last)
+        position = event_position(found[-1])
     return rows
 
 
-def event_term_step(
-    filters: "EventFilter", position: Position | None, *, newer: bool, limit: int
+# Term rows read by a step's first query of them, doubled for each further one: a row
+# holds 1 to 128 events (a rare term's rows few, a common term's many). A step of at
+# most _TERM_ROWS_ONCE events (a page) reads as many rows at once, which it needs at most.
+_TERM_ROWS_READ = 16
+_TERM_ROWS_ONCE = 64
+
+
+def event_term_rows_walk(
+    filters: "EventFilter", position: Position | None, *, newer: bool
 ) -> QuerySet:
-    """The events of the next `limit` term rows of the search past `position`, nearest
-    first (unchecked: see event_carries_term)."""
-    terms = keyset_events(event_term_rows(filters), position, newer, id_field="event_id")
-    qs = _in_window(filters, position, newer).filter(id__in=terms.values("event_id")[:limit])
-    order = ("occurred_at", "id") if newer else ("-occurred_at", "-id")
-    return qs.order_by(*order)[:limit]
+    """The search's term rows that may hold events past `position` (occurred_at, id),
+    in the order of their key from there: newest first (or, with `newer`, oldest
+    first). A row lies within one UTC day and is keyed by its newest event, so a row
+    with an event older than the position ends before the position's day does."""
+    rows = event_term_rows(filters)
+    if position is not None:
+        when = position[0]
+        if newer:
+            rows = rows.filter(occurred_at__gte=when)
+        else:
+            rows = rows.filter(_starts(lte=when), occurred_at__lt=_day_end(when))
+    order = ("occurred_at", "event_id") if newer else ("-occurred_at", "-event_id")
+    return rows.order_by(*order)
+
+
+def event_term_step(
+    filters: "EventFilter",
+    position: Position | None,
+    *,
+    newer: bool,
+    limit: int,
+    values: Sequence[str] | None = None,
+    columns: Sequence[str] | None = None,
+) -> list:
+    """The next `limit` events past `position` of the search's term rows, nearest first
+    (unchecked: see event_carries_term), as _fetch gives them.
+
+    The rows are read in key order (event_term_rows_walk) a few at a time, and their
+    events fetched by id, until `limit` of those are known to come before anything the
+    unread rows hold: newest first, the events from the last row read's newest on (a
+    row left ends before that event); oldest first, the events older than every row left
+    (rows of later days start on those days, so only the rest of the last row's day is
+    looked at). A step so reads about `limit` events and a row or two more, whatever
+    the number of matches (no sort of every match)."""
+    walk = event_term_rows_walk(filters, position, newer=newer)
+    window = filters.window
+
+    def wanted(row) -> bool:  # in the window, past the position
+        at = event_position(row)
+        if at[0] < window.start or (window.end is not None and at[0] >= window.end):
+            return False
+        return position is None or (at > position if newer else at < position)
+
+    found: list = []  # the events read so far, nearest first once sorted
+    last = None  # the key (occurred_at, event_id) of the last row read
+    ahead = None  # the key of the first row not read, when a query brought it
+    done = False
+    size = limit if limit <= _TERM_ROWS_ONCE else _TERM_ROWS_READ
+    need, known = limit, 0
+    while not done:
+        ids: list[int] = []
+        span: list[datetime] = []
+        while len(ids) < need:
+            page = list(
+                keyset_events(walk, last, newer, id_field="event_id").values_list(
+                    "occurred_at", "event_id", "oldest_at", "event_ids"
+                )[:size]
+            )
+            ahead = None
+            for n, (at, event_id, oldest_at, event_ids) in enumerate(page):
+                ids += event_ids if event_ids is not None else (event_id,)
+                span += (oldest_at or at, at)
+                last = (at, event_id)
+                if len(ids) >= need:
+                    ahead = page[n + 1][:2] if n + 1 < len(page) else None
+                    break
+            if len(page) < size and (not page or last == page[-1][:2]):
+                done = True
+                break
+            size = min(size * 2, 1024)
+        if ids:
+            got = _fetch(events_by_id(filters, ids, (min(span), max(span))), values, columns)
+            found += [row for row in got if wanted(row)]
+        found.sort(key=event_position, reverse=not newer)
+        if done:
+            break
+        before = known
+        if newer:
+            frontier = _term_rows_frontier(walk, last)
+            known = sum(1 for row in found if event_position(row)[0] < frontier)
+        elif ahead is not None:  # every unread row's events are at or before its newest
+            known = sum(1 for row in found if event_position(row) > ahead)
+        else:  # ... which is before the last row read's newest
+            known = sum(1 for row in found if event_position(row) >= last)
+        if known >= limit:
+            break
+        # Rows that overlap in time (batches recorded side by side) can hold the
+        # frontier back: then read as much again as so far, so a step takes few rounds.
+        need = limit - known if known > before else max(limit - known, len(found))
+    return found[:limit]
+
+
+def events_by_id(filters: "EventFilter", ids: Sequence[int], span: tuple) -> QuerySet:
+    """The events of `ids` (the organization's term rows hold them: no condition on the
+    organization) that the filter's row filters and activities let through, looked up
+    by primary key, unordered (the window and the position are the caller's to check).
+    On PostgreSQL only within the months of `span` (the rows' first and last times), so
+    that only those partitions are probed. Every other index leads with the organization, so neither
+    database can choose to walk the organization's events instead."""
+    events = Event.objects.filter(_id_in(ids), _conditions(filters))
+    if filters.action_ids:
+        events = events.filter(action_id__in=filters.action_ids)
+    if connection.vendor == "postgresql":
+        # Whole months: the same partitions, and a planner that does not take the
+        # span's share of a month for the share of the ids it will find (which once
+        # made it join the activities by nested loop over every activity).
+        first, last = (moment.astimezone(UTC) for moment in span)
+        events = events.filter(
+            occurred_at__gte=datetime(first.year, first.month, 1, tzinfo=UTC),
+            occurred_at__lt=datetime(
+                last.year + last.month // 12, last.month % 12 + 1, 1, tzinfo=UTC
+            ),
+        )
+    return events.order_by()
+
+
+def _term_rows_frontier(walk: QuerySet, last: Position) -> datetime:
+    """Oldest first: the time before which no unread row (past `last`) holds an event,
+    the oldest start of the rows left in the last row's day (later days' rows start on
+    their own day)."""
+    day_end = _day_end(last[0])
+    left = keyset_events(walk, last, True, id_field="event_id").filter(occurred_at__lt=day_end)
+    starts = left.order_by().aggregate(start=Min(Coalesce("oldest_at", "occurred_at")))["start"]
+    return min(starts, day_end) if starts is not None else day_end
 
 
 def event_carries_term(event: Event | dict, term: str) -> bool:

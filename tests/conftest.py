@@ -364,3 +364,29 @@ def worker_wait_for(predicate, worker, log, *, what: str, timeout: float) -> Non
         time.sleep(0.1)
     log.seek(0)
     pytest.fail(f"the worker did not {what}:\n" + log.read().decode()[-3000:])
+
+
+def term_hashes(event: int | Event) -> set[int]:
+    """The search terms (their hashes) stored for one event (or its id): those of the
+    term rows (audit.models.EventTerm) that hold it."""
+    event_id = event.pk if isinstance(event, Event) else event
+    if connection.vendor == "postgresql":
+        sql = (
+            "SELECT term_hash FROM audit_eventterm "
+            "WHERE %s = ANY(coalesce(event_ids, ARRAY[event_id]))"
+        )
+    else:
+        sql = (
+            "SELECT t.term_hash FROM audit_eventterm t, "
+            "json_each(coalesce(t.event_ids, json_array(t.event_id))) u WHERE u.value = %s"
+        )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [event_id])
+        return {row[0] for row in cursor.fetchall()}
+
+
+def term_events(rows) -> list[int]:
+    """The event ids the term rows `rows` (an EventTerm queryset) hold, each once per row
+    that holds it: len() is how many (term, event) pairs they store."""
+    held = rows.values_list("event_id", "event_ids")
+    return [pk for newest, ids in held for pk in (ids if ids is not None else [newest])]

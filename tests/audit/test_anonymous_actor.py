@@ -6,10 +6,11 @@ import io
 
 import pytest
 
-from audit.models import Event, EventTerm
+from audit.models import Event
 from audit.recording import term_hash
 from audit.services import ANONYMOUS, event_record, user_item
 from exports.services import export_file_build, export_filter, export_request_create
+from tests.conftest import term_hashes
 
 
 @pytest.fixture
@@ -67,5 +68,5 @@ def test_the_anonymous_actor_is_not_a_search_term(org, admin):
         actor=ANONYMOUS,
         context=[user_item(admin)],
     ).event
-    terms = set(EventTerm.objects.filter(event_id=event.pk).values_list("term_hash", flat=True))
+    terms = term_hashes(event.pk)
     assert terms == {term_hash("alice admin"), term_hash("alice@acme.test")}

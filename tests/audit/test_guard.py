@@ -165,8 +165,8 @@ def test_the_purge_function_never_removes_events_inside_the_minimum_retention(or
         # And search terms only of events that are gone.
         with pytest.raises(psycopg.Error, match="terms of a stored event"):
             app.execute(
-                "SELECT audit_purge_terms(%s, ARRAY[1]::bigint[], now() - interval '1 year', 0, "
-                "now(), 0, %s)",
+                "SELECT audit_purge_terms(%s, ARRAY[1]::bigint[], now() - interval '1 year', "
+                "now(), %s)",
                 [org.pk, [young.event.pk]],
             )
     assert rows == [(old.event.pk,)]

@@ -14,12 +14,12 @@ from audit.services import (
     item,
     user_item,
 )
-from tests.conftest import make_user
+from tests.conftest import make_user, term_hashes
 
 
 def terms_of(event: Event) -> set[int]:
     """The hashes of the event's term rows (compare with `hashed`)."""
-    return set(EventTerm.objects.filter(event_id=event.pk).values_list("term_hash", flat=True))
+    return term_hashes(event.pk)
 
 
 def hashed(*terms: str) -> set[int]:

@@ -11,7 +11,7 @@ from audit.recording import term_hash
 from audit.retention import audit_log_purge
 from audit.selectors import event_list
 from audit.services import Actor, EventSpec, event_record, event_record_batch, item, user_item
-from tests.conftest import make_user
+from tests.conftest import make_user, term_hashes
 
 NOW = datetime(2026, 11, 25, 12, 30, tzinfo=UTC)
 OLD, NEW = "old.address@acme.test", "new.address@acme.test"
@@ -40,7 +40,7 @@ def email_changed(dana) -> dict:
 
 def terms_of(event_id: int) -> set[int]:
     """The event's term rows, as the hashes of the terms `hashed` names."""
-    return set(EventTerm.objects.filter(event_id=event_id).values_list("term_hash", flat=True))
+    return term_hashes(event_id)
 
 
 def hashed(*terms: str) -> set[int]:

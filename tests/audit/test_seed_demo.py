@@ -97,10 +97,10 @@ def _consistent(org) -> int:
     """Checks what recording would have written for the organization's events: each
     event's terms (by hash) and hash, and the hourly totals; returns its events."""
     from audit.integrity import verify_org
-    from audit.models import EventHourlyCount, EventHourlyTotal, EventTerm
+    from audit.models import EventHourlyCount, EventHourlyTotal
     from audit.recording import event_terms, term_hash
     from audit.verify import event_hash, event_values
-    from tests.conftest import seal
+    from tests.conftest import seal, term_hashes
 
     events = list(Event.objects.filter(organization=org).select_related("action"))
     for event in events:
@@ -113,7 +113,7 @@ def _consistent(org) -> int:
             action=event.action.key,
             details=event.details,
         )
-        stored = set(EventTerm.objects.filter(event=event).values_list("term_hash", flat=True))
+        stored = term_hashes(event)
         assert stored == {term_hash(t) for t in derived}, event.pk
         values = {f.attname: getattr(event, f.attname) for f in Event._meta.concrete_fields}
         values["action"] = event.action.key

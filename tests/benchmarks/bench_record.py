@@ -237,6 +237,7 @@ def print_plans(org) -> None:
     from django.utils import timezone
 
     from audit.models import Activity, Event, EventTerm
+    from audit.recording import term_hash
 
     start = timezone.now() - timedelta(days=7)
     action_id = Activity.objects.get(key="page_viewed").pk
@@ -247,7 +248,7 @@ def print_plans(org) -> None:
             organization=org, occurred_at__gte=start, action_id=action_id
         ),
         "term search": EventTerm.objects.filter(
-            organization=org, term=term, occurred_at__gte=start
+            organization=org, term_hash=term_hash(term), occurred_at__gte=start
         ).order_by("-occurred_at", "-event_id"),
     }
     explain = "EXPLAIN QUERY PLAN" if connection.vendor == "sqlite" else "EXPLAIN"

@@ -8,10 +8,11 @@ search-term table, and 10,000-row exports filtered by terms with many hits.
 Prints:
 - the seed (`seed_demo --events N --orgs M`: N events in Acme Corporation and N across
   M other organizations, COPY, J processes), its rate and the extrapolation to 20M;
-- the search-term table with its key (pg_total_relation_size) as stored (64-bit hashes,
-  migration 0015) beside the same terms stored as text (the layout before 0015, built
-  here from the events into a scratch table the same way: loaded, then keyed), and the
-  events table for scale;
+- the search-term table with its key (pg_total_relation_size, partitions included) as
+  stored (rows of a term's events per batch and UTC day, by 64-bit hash: migration
+  0017) beside the same terms one row per term and event, as text (the layout before
+  0015) and as hashes (0015-0016), built here from the events into scratch tables the
+  same way (loaded, then keyed), and the events table for scale;
 - for terms of about 70,000 hits and the term with the most hits: the worker's 10,000-row
   export (export_file_build, as the django-q2 task runs it: keyset steps down the term
   key) beside the query it replaced (every match joined and sorted, then 10,000 kept).
@@ -79,8 +80,15 @@ def seed(args) -> None:
 
 
 def size(cursor, table: str) -> int:
-    cursor.execute("SELECT pg_total_relation_size(%s)", [table])
-    return cursor.fetchone()[0]
+    """The table with its indexes, its partitions' included (audit.partitions): a
+    partitioned table stores nothing itself, so pg_total_relation_size of it is 0
+    (and pg_partition_tree lists nothing of a plain table)."""
+    cursor.execute(
+        "SELECT pg_total_relation_size(%s) + coalesce((SELECT sum(pg_total_relation_size("
+        "relid)) FROM pg_partition_tree(%s) WHERE relid <> %s::regclass), 0)",
+        [table, table, table],
+    )
+    return int(cursor.fetchone()[0])
 
 
 def loaded(value):
@@ -137,22 +145,38 @@ def text_terms_build(cursor) -> None:
 def bench_sizes() -> None:
     from django.db import connection
 
+    pg_hash = "('x' || left(encode(sha256(convert_to(term, 'UTF8')), 'hex'), 16))::bit(64)::bigint"
     with connection.cursor() as cursor:
-        cursor.execute("VACUUM ANALYZE audit_eventterm")
-        hashed = size(cursor, "audit_eventterm")
-        cursor.execute("SELECT count(*) FROM audit_eventterm")
-        rows = cursor.fetchone()[0]
+        cursor.execute("VACUUM ANALYZE audit_eventterm")  # partitions too
+        stored = size(cursor, "audit_eventterm")
+        cursor.execute(
+            "SELECT count(*), sum(coalesce(cardinality(event_ids), 1)) FROM audit_eventterm"
+        )
+        rows, pairs = cursor.fetchone()
         started = time.perf_counter()
         text_terms_build(cursor)
         built = time.perf_counter() - started
         text = size(cursor, "bench_eventterm_text")
+        cursor.execute(
+            "CREATE TABLE bench_eventterm_hashed AS SELECT organization_id, "
+            f"{pg_hash} AS term_hash, occurred_at, event_id FROM bench_eventterm_text"
+        )
+        cursor.execute(
+            "ALTER TABLE bench_eventterm_hashed ADD PRIMARY KEY "
+            "(organization_id, term_hash, occurred_at, event_id)"
+        )
+        cursor.execute("VACUUM ANALYZE bench_eventterm_hashed")
+        hashed = size(cursor, "bench_eventterm_hashed")
         events = size(cursor, "audit_event")
-        cursor.execute("DROP TABLE bench_eventterm_text")
+        cursor.execute("DROP TABLE bench_eventterm_text, bench_eventterm_hashed")
     mb = 2**20
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(
-        f"search terms ({rows:,} rows), table + key: {hashed / mb:,.0f} MB as hashes, "
-        f"{text / mb:,.0f} MB as text (built in {built:.0f} s): {hashed / text:.0%} "
-        f"(target <= 50%); the events table with its indexes: {events / mb:,.0f} MB",
+        f"search terms ({pairs:,} term-event pairs in {rows:,} rows), table + key: "
+        f"{stored / mb:,.0f} MB as stored, {stored / text:.0%} of {text / mb:,.0f} MB as text "
+        f"one row per pair (built in {built:.0f} s; target <= 50%), {hashed / mb:,.0f} MB "
+        f"as hashes one row per pair ({hashed / text:.0%}); the events table with its "
+        f"indexes: {events / mb:,.0f} MB  [load {load}]",
         flush=True,
     )
 
@@ -160,6 +184,9 @@ def bench_sizes() -> None:
 def busy_terms(org) -> list[tuple[str, int]]:
     """(term, hits): the term with the most hits and the one nearest 70,000, among the
     terms of a sample of the organization's events."""
+    from django.db.models import Sum
+
+    from audit.charts import EventCount
     from audit.models import Event, EventTerm
     from audit.recording import event_terms, term_hash
 
@@ -176,7 +203,9 @@ def busy_terms(org) -> list[tuple[str, int]]:
             details=e.details,
         )
     hits = {
-        term: EventTerm.objects.filter(organization=org, term_hash=term_hash(term)).count()
+        term: EventTerm.objects.filter(organization=org, term_hash=term_hash(term)).aggregate(
+            n=Sum(EventCount("event_ids"))
+        )["n"]
         for term in candidates
     }
     ranked = sorted(hits.items(), key=lambda kv: -kv[1])
