@@ -19,6 +19,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -124,10 +125,16 @@ def customers_create(count: int) -> list[Organization]:
 def _task_run(task: Task) -> int:
     """One task, in a worker process: the events, recorded in chunks."""
     from .recording import record_specs
+    from .seed_fast import seed_specs
 
     gc.disable()  # millions of short-lived objects, no cycles
     org = Organization.objects.select_related("plan").get(pk=task.org_id)
     specs = ActivityGenerator(org, seed=task.seed).specs(task.count, days=task.days, now=task.now)
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            for statement in LOAD_SETTINGS:
+                cursor.execute(statement)
+        return seed_specs(org, specs, CHUNK)
     recorded = 0
     while True:
         chunk = [spec for _, spec in zip(range(CHUNK), specs, strict=False)]
@@ -206,11 +213,61 @@ def _storage_tables(cursor, table: str) -> list[str]:
     return [row[0] for row in cursor.fetchall()]
 
 
+def _foreign_keys(cursor) -> list[tuple[str, str, str]]:
+    """(table, name, definition) of the loaded tables' foreign keys (the events' and
+    hourly counts' to the organization and the activity): each inserted row would
+    check them at commit, an index probe and a row lock each, as much work as the COPY
+    of the row itself. Made again at the end, one scan per key checks them all."""
+    cursor.execute(
+        "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) "
+        "FROM pg_constraint WHERE conrelid = ANY(%s::regclass[]) AND contype = 'f' "
+        "AND conparentid = 0 ORDER BY 1, 2",
+        [list(LOADED_TABLES)],
+    )
+    return cursor.fetchall()
+
+
+# The load's session: a seed lost to a crash is seeded again, so its commits need not
+# wait for the disk.
+LOAD_SETTINGS = ("SET synchronous_commit = off",)
+# The rebuild's: sorts in memory, with parallel workers.
+BUILD_SETTINGS = (
+    "SET maintenance_work_mem = '1GB'",
+    f"SET max_parallel_maintenance_workers = {min(4, os.cpu_count() or 1)}",
+)
+
+
+def _in_threads(statements: list[str], jobs: int) -> None:
+    """Runs `statements` on `jobs` connections at once (in the order given: the
+    longest first), each in its own thread."""
+
+    def run(statement: str) -> None:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(statement)
+        finally:
+            connection.close()  # the thread's own
+
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        for future in [pool.submit(run, statement) for statement in statements]:
+            future.result()
+
+
+def _largest_first(cursor, tables: list[str]) -> list[str]:
+    cursor.execute(
+        "SELECT t FROM unnest(%s::text[]) AS t ORDER BY pg_relation_size(t::regclass) DESC",
+        [tables],
+    )
+    return [row[0] for row in cursor.fetchall()]
+
+
 @contextmanager
-def pg_bulk_load(report: Callable[[str], None]) -> Iterator[bool]:
-    """PostgreSQL, events table empty: drops the events' secondary indexes and the
-    term key for the duration, turns autovacuum off on the loaded tables, then
-    rebuilds them (several workers per index) and runs VACUUM (ANALYZE). Yields whether
+def pg_bulk_load(report: Callable[[str], None], jobs: int = 1) -> Iterator[bool]:
+    """PostgreSQL, events table empty: drops the events' secondary indexes, their
+    foreign keys and the term key for the duration, turns autovacuum off on the loaded
+    tables, then rebuilds them (several workers per index; the foreign keys checked
+    once, by one scan each) and runs VACUUM (ANALYZE): the partitions (or tables) in
+    `jobs` sessions at once, then ANALYZE of the partitioned tables. Yields whether
     it did (False: nothing changed, indexes kept)."""
     if connection.vendor != "postgresql" or connection.in_atomic_block:
         yield False
@@ -220,12 +277,14 @@ def pg_bulk_load(report: Callable[[str], None]) -> Iterator[bool]:
         if cursor.fetchone()[0]:
             yield False
             return
-        indexes, key = _secondary_indexes(cursor), _term_key(cursor)
+        indexes, key, foreign = _secondary_indexes(cursor), _term_key(cursor), _foreign_keys(cursor)
         stored = [t for table in LOADED_TABLES for t in _storage_tables(cursor, table)]
         for table in stored:
             cursor.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = off)")
         for name, _ in indexes:
             cursor.execute(f'DROP INDEX "{name}"')
+        for table, name, _ in foreign:
+            cursor.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
         if key:
             cursor.execute(f'ALTER TABLE {EventTerm._meta.db_table} DROP CONSTRAINT "{key[0]}"')
     try:
@@ -234,8 +293,8 @@ def pg_bulk_load(report: Callable[[str], None]) -> Iterator[bool]:
         connections.close_all()
         with connection.cursor() as cursor:
             started = time.monotonic()
-            cursor.execute("SET maintenance_work_mem = '256MB'")
-            cursor.execute(f"SET max_parallel_maintenance_workers = {min(4, os.cpu_count() or 1)}")
+            for statement in BUILD_SETTINGS:
+                cursor.execute(statement)
             if key:
                 cursor.execute(
                     f'ALTER TABLE {EventTerm._meta.db_table} ADD CONSTRAINT "{key[0]}" {key[1]}'
@@ -244,10 +303,30 @@ def pg_bulk_load(report: Callable[[str], None]) -> Iterator[bool]:
                 cursor.execute(create)
             report(f"indexes built in {time.monotonic() - started:.1f} s")
             started = time.monotonic()
+            for table in dict.fromkeys(table for table, _, _ in foreign):
+                cursor.execute(
+                    f"ALTER TABLE {table} "
+                    + ", ".join(
+                        f'ADD CONSTRAINT "{name}" {definition}'
+                        for on, name, definition in foreign
+                        if on == table
+                    )
+                )
+            if foreign:
+                report(f"foreign keys checked in {time.monotonic() - started:.1f} s")
+            started = time.monotonic()
             for table in stored:
                 cursor.execute(f"ALTER TABLE {table} RESET (autovacuum_enabled)")
-            cursor.execute(f"VACUUM (ANALYZE) {', '.join(LOADED_TABLES)}")
-            report(f"VACUUM (ANALYZE) in {time.monotonic() - started:.1f} s")
+            # A partition's statistics come with its table's ANALYZE below.
+            partitioned = [table for table in LOADED_TABLES if table not in stored]
+            statements = [
+                ("VACUUM (ANALYZE) " if table in LOADED_TABLES else "VACUUM ") + table
+                for table in _largest_first(cursor, stored)
+            ]
+        _in_threads(statements, jobs)
+        if partitioned:  # their own statistics (and again their partitions')
+            _in_threads([f"ANALYZE {table}" for table in partitioned], jobs)
+        report(f"VACUUM (ANALYZE) in {time.monotonic() - started:.1f} s")
 
 
 def now_rounded() -> datetime:

@@ -6,8 +6,9 @@ Public surface: `Recorder` (build, then save inside a transaction), `record_spec
 (many events, one transaction per chunk), `event_terms` (the one derivation of an
 event's search terms, which the retention purge uses too), the catalogue lookups
 (`activity_for_key`, `activity_by_id`, `activity_cache_clear`, `activity_keys_by_id`),
-`plan_refusal`, `normalize_term`, `term_hash`, `ip_valid` and `event_ids_draw`. Everything
-else here is private to recording.
+`plan_refusal`, `normalize_term`, `term_hash`, `ip_valid`, `event_ids_draw`, and the
+term rows' layout (`TERM_COLUMNS`, `terms_rows`), which the seed's fast path
+(audit.seed_fast) writes too. Everything else here is private to recording and the seed.
 """
 
 import hashlib
@@ -507,19 +508,14 @@ class Recorder:
                 ids = _pg_copy_events(built, ids)
             else:
                 ids = _pg_insert_events(cursor, built)
-            term_rows = [
-                (self.org_id, digest, b.params[_OCCURRED_AT], event_id)
-                for b, event_id in zip(built, ids, strict=True)
-                for digest in b.terms
-            ]
+            term_rows = terms_rows(
+                self.org_id,
+                ((b.terms, b.params[_OCCURRED_AT], i) for b, i in zip(built, ids, strict=True)),
+            )
             if sqlite or len(term_rows) < _PG_COPY_ROWS:
                 _terms_insert(cursor, term_rows)
             else:
-                _pg_copy(
-                    EventTerm._meta.db_table,
-                    "organization_id, term_hash, occurred_at, event_id",
-                    term_rows,
-                )
+                _pg_copy(EventTerm._meta.db_table, ", ".join(TERM_COLUMNS), term_rows)
         _hourly_add(self.org_id, built, sqlite)
         return ids
 
@@ -674,11 +670,26 @@ def _pg_copy_events(built: Sequence[Built], ids: Sequence[int] | None = None) ->
     return ids
 
 
+# The search-term table's columns, in the order of terms_rows' tuples.
+TERM_COLUMNS = ("organization_id", "term_hash", "occurred_at", "event_id")
+
+
+def terms_rows(org_id: int, events: Iterable[tuple[Iterable[int], object, int]]) -> list[tuple]:
+    """The search-term rows (TERM_COLUMNS) of saved events, given as (term hashes,
+    occurred_at as the database takes it, event id): the recorder's and the seed's
+    (audit.seed_fast) alike."""
+    return [
+        (org_id, digest, occurred_at, event_id)
+        for digests, occurred_at, event_id in events
+        for digest in digests
+    ]
+
+
 def _terms_insert(cursor, rows: list[tuple]) -> None:
     if not rows:
         return
     table = EventTerm._meta.db_table
-    sql = f"INSERT INTO {table} (organization_id, term_hash, occurred_at, event_id) VALUES "
+    sql = f"INSERT INTO {table} ({', '.join(TERM_COLUMNS)}) VALUES "
     if len(rows) <= _INSERT_ROWS // 4:
         cursor.execute(sql + ", ".join([_ROW4] * len(rows)), [v for row in rows for v in row])
     else:
