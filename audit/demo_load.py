@@ -237,20 +237,27 @@ BUILD_SETTINGS = (
 )
 
 
-def _in_threads(statements: list[str], jobs: int) -> None:
-    """Runs `statements` on `jobs` connections at once (in the order given: the
-    longest first), each in its own thread."""
+def _lanes_run(lanes: list[list[tuple[str, str]]], jobs: int) -> list[dict[str, float]]:
+    """Runs each lane's (label, statement)s in order, `jobs` lanes at once, each on its
+    own connection (in a thread of its own); returns the seconds each lane spent per
+    label."""
 
-    def run(statement: str) -> None:
+    def run(lane: list[tuple[str, str]]) -> dict[str, float]:
+        spent: dict[str, float] = {}
         try:
             with connection.cursor() as cursor:
-                cursor.execute(statement)
+                for statement in BUILD_SETTINGS:
+                    cursor.execute(statement)
+                for label, statement in lane:
+                    started = time.monotonic()
+                    cursor.execute(statement)
+                    spent[label] = spent.get(label, 0.0) + time.monotonic() - started
         finally:
             connection.close()  # the thread's own
+        return spent
 
     with ThreadPoolExecutor(max(1, jobs)) as pool:
-        for future in [pool.submit(run, statement) for statement in statements]:
-            future.result()
+        return list(pool.map(run, lanes))
 
 
 def _largest_first(cursor, tables: list[str]) -> list[str]:
@@ -265,9 +272,7 @@ def _largest_first(cursor, tables: list[str]) -> list[str]:
 def pg_bulk_load(report: Callable[[str], None], jobs: int = 1) -> Iterator[bool]:
     """PostgreSQL, events table empty: drops the events' secondary indexes, their
     foreign keys and the term key for the duration, turns autovacuum off on the loaded
-    tables, then rebuilds them (several workers per index; the foreign keys checked
-    once, by one scan each) and runs VACUUM (ANALYZE): the partitions (or tables) in
-    `jobs` sessions at once, then ANALYZE of the partitioned tables. Yields whether
+    tables, then makes them again and runs VACUUM (ANALYZE) (_rebuild). Yields whether
     it did (False: nothing changed, indexes kept)."""
     if connection.vendor != "postgresql" or connection.in_atomic_block:
         yield False
@@ -291,42 +296,52 @@ def pg_bulk_load(report: Callable[[str], None], jobs: int = 1) -> Iterator[bool]
         yield True
     finally:
         connections.close_all()
-        with connection.cursor() as cursor:
-            started = time.monotonic()
-            for statement in BUILD_SETTINGS:
-                cursor.execute(statement)
-            if key:
-                cursor.execute(
-                    f'ALTER TABLE {EventTerm._meta.db_table} ADD CONSTRAINT "{key[0]}" {key[1]}'
+        _rebuild(report, jobs, indexes, key, foreign)
+
+
+def _rebuild(report: Callable[[str], None], jobs: int, indexes, key, foreign) -> None:
+    """After the load: each loaded table's indexes, then its foreign keys (one scan
+    each checks every row), then VACUUM of its partitions (or itself, with ANALYZE), a
+    lane per table, `jobs` lanes at once (the events' and the terms' first: the
+    longest); then ANALYZE of the partitioned tables, and autovacuum back on."""
+    started = time.monotonic()
+    lanes, partitioned, stored = [], [], []
+    with connection.cursor() as cursor:
+        for table in LOADED_TABLES:
+            parts = _largest_first(cursor, _storage_tables(cursor, table))
+            stored += parts
+            lane = []
+            if table == EventTerm._meta.db_table and key:
+                lane.append(
+                    ("indexes built", f'ALTER TABLE {table} ADD CONSTRAINT "{key[0]}" {key[1]}')
                 )
-            for _, create in indexes:
-                cursor.execute(create)
-            report(f"indexes built in {time.monotonic() - started:.1f} s")
-            started = time.monotonic()
-            for table in dict.fromkeys(table for table, _, _ in foreign):
-                cursor.execute(
-                    f"ALTER TABLE {table} "
-                    + ", ".join(
-                        f'ADD CONSTRAINT "{name}" {definition}'
-                        for on, name, definition in foreign
-                        if on == table
-                    )
+            if table == Event._meta.db_table:
+                lane += [("indexes built", create) for _, create in indexes]
+            constraints = [f'ADD CONSTRAINT "{n}" {d}' for on, n, d in foreign if on == table]
+            if constraints:
+                lane.append(
+                    ("foreign keys checked", f"ALTER TABLE {table} {', '.join(constraints)}")
                 )
-            if foreign:
-                report(f"foreign keys checked in {time.monotonic() - started:.1f} s")
-            started = time.monotonic()
-            for table in stored:
-                cursor.execute(f"ALTER TABLE {table} RESET (autovacuum_enabled)")
-            # A partition's statistics come with its table's ANALYZE below.
-            partitioned = [table for table in LOADED_TABLES if table not in stored]
-            statements = [
-                ("VACUUM (ANALYZE) " if table in LOADED_TABLES else "VACUUM ") + table
-                for table in _largest_first(cursor, stored)
+            if parts != [table]:
+                partitioned.append(table)  # a partition's statistics come with its table's
+            lane += [
+                ("VACUUM (ANALYZE)", ("VACUUM (ANALYZE) " if part == table else "VACUUM ") + part)
+                for part in parts
             ]
-        _in_threads(statements, jobs)
-        if partitioned:  # their own statistics (and again their partitions')
-            _in_threads([f"ANALYZE {table}" for table in partitioned], jobs)
-        report(f"VACUUM (ANALYZE) in {time.monotonic() - started:.1f} s")
+            lanes.append(lane)
+    spent = _lanes_run(lanes, jobs)
+    for table, lane in zip(LOADED_TABLES, spent, strict=True):
+        report(f"{table}: " + ", ".join(f"{label} in {s:.1f} s" for label, s in lane.items()))
+    analyzing = time.monotonic()
+    _lanes_run([[("ANALYZE", f"ANALYZE {table}")] for table in partitioned], jobs)
+    if partitioned:
+        seconds = time.monotonic() - analyzing
+        report(f"VACUUM (ANALYZE): ANALYZE of the partitioned tables in {seconds:.1f} s")
+    with connection.cursor() as cursor:
+        for table in stored:
+            cursor.execute(f"ALTER TABLE {table} RESET (autovacuum_enabled)")
+    seconds = time.monotonic() - started
+    report(f"indexes, keys and VACUUM (ANALYZE) in {seconds:.1f} s ({jobs} sessions at once)")
 
 
 def now_rounded() -> datetime:

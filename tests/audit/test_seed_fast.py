@@ -4,6 +4,7 @@ import ipaddress
 import struct
 from datetime import UTC, datetime, timedelta
 from unittest import mock
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.db import connection, transaction
@@ -70,6 +71,10 @@ def _odd_specs(org) -> list[EventSpec]:
     long = "é" * 600
     return [
         EventSpec(action="org_settings_updated", occurred_at=timezone.now()),
+        EventSpec(
+            action="auth_policy_updated",  # a whole second, in another zone
+            occurred_at=timezone.now().replace(microsecond=0).astimezone(ZoneInfo("Asia/Kolkata")),
+        ),
         EventSpec(
             action="user_logged_in",
             actor=Actor("user", "u9", "Zoë Ünicode", "zoe@acme.test"),

@@ -35,6 +35,33 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def postgres_cpu() -> float | None:
+    """CPU seconds of the local PostgreSQL server so far (Linux /proc): its live
+    processes' own, plus the ended ones' (backends, parallel workers) that the
+    postmaster has collected. None when no server is visible here."""
+    tick = os.sysconf("SC_CLK_TCK")
+    processes = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() != "postgres":
+                continue
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # After the name: state, ppid, ... utime (14th field), stime, cutime, cstime.
+        processes[int(entry.name)] = (int(fields[1]), [int(x) for x in fields[11:15]])
+    if not processes:
+        return None
+    total = 0
+    for ppid, (utime, stime, cutime, cstime) in processes.values():
+        total += utime + stime
+        if ppid not in processes:  # the postmaster
+            total += cutime + cstime
+    return total / tick
+
+
 def main() -> None:
     args = parse_args()
     if not args.database_url.startswith("postgres"):
@@ -52,7 +79,7 @@ def main() -> None:
     print(run_header(args.database_url), flush=True)
     keys = Path(tempfile.mkdtemp(prefix="bench_seed_")) / "keys.json"
     started = time.perf_counter()
-    cpu = os.times()
+    cpu, server = os.times(), postgres_cpu()
     call_command(
         "seed_demo", events=args.events, orgs=args.orgs, jobs=args.jobs, simulator_keys=keys
     )
@@ -63,9 +90,13 @@ def main() -> None:
     children = (spent.children_user - cpu.children_user) + (
         spent.children_system - cpu.children_system
     )
+    server = postgres_cpu() - server if server is not None else None
+    cpu_text = f"CPU per event: Python {(own + children) / total * 1e6:.0f} us"
+    if server is not None:
+        cpu_text += f", PostgreSQL {server / total * 1e6:.0f} us (the whole server's)"
     print(
         f"seed: {total:,} events in {seconds:.1f} s ({total / seconds:,.0f} events/s, "
-        f"{args.jobs} jobs; Python CPU {(own + children) / total * 1e6:.0f} us/event): "
+        f"{args.jobs} jobs; {cpu_text}): "
         f"20M would take ~{20e6 / (total / seconds) / 60:.1f} min at this rate",
         flush=True,
     )
