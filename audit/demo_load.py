@@ -1,15 +1,23 @@
 """Seeding many demo events fast: `seed_demo --events N --orgs M [--jobs J]`.
 
-The events are the demo's own (audit.demo.ActivityGenerator) and go through the
-recorder (audit.recording.record_specs: the same rules, search terms, hourly counts
-and event hashes as every recorded event; COPY on PostgreSQL), in J worker processes
-at once on PostgreSQL. What makes a big seed slow is the database keeping its indexes
-up to date row by row, the term key above all (one random insert per term); so when
-the events table is empty at the start, the load runs without the secondary indexes
-of the events table and the term table's key, and builds them once at the end, and
-autovacuum is off for the loaded tables meanwhile and a VACUUM (ANALYZE) ends the
-load (docs/deploy.md, "After a bulk load"). Sealing (integrity blocks) is the sealing
-loop's, afterwards: the seed writes each event's hash as recording does.
+The events are the demo's own (audit.demo.ActivityGenerator), in J worker processes at
+once on PostgreSQL. There they are written by the seed's fast path (audit.seed_fast:
+the recorder's own derivations, rules, search terms, hourly counts and event hashes,
+with what repeats encoded once and the rows sent as binary COPY; a test compares it
+with the recorder field by field); on SQLite through the recorder itself
+(audit.recording.record_specs). What makes a big seed slow on the database's side is
+keeping indexes and foreign keys up to date row by row, the term key above all (one
+random insert per term) and the foreign keys' check of each row; so when the events
+table is empty at the start, the load runs without the secondary indexes of the
+events table, the term table's key and the loaded tables' foreign keys, with
+autovacuum off on them and commits not waiting for the disk; at the end a lane per
+table builds its indexes, checks its foreign keys in one scan each and VACUUMs its
+partitions, J lanes at once, and ANALYZE ends the load (docs/deploy.md, "After a bulk
+load"). Sealing (integrity blocks) is the sealing loop's, afterwards: the seed writes
+each event's hash as recording does.
+
+`seed_demo --events 10000000 --orgs 1000` (20M events) on this 2-core machine: see
+README, "A big demo".
 
 SQLite has one writer: one process, indexes kept."""
 
