@@ -63,6 +63,7 @@ class Task:
     seed: int
     days: float
     now: datetime
+    alone: bool = False  # the organization's only task
 
 
 def tasks_for(org: Organization, count: int, seed: int, now: datetime) -> list[Task]:
@@ -77,6 +78,7 @@ def tasks_for(org: Organization, count: int, seed: int, now: datetime) -> list[T
             seed if parts == 1 else seed * 100_003 + n,
             span,
             now - timedelta(days=span * n),
+            parts == 1,
         )
         for n in range(parts)
     ]
@@ -142,7 +144,7 @@ def _task_run(task: Task) -> int:
         with connection.cursor() as cursor:
             for statement in LOAD_SETTINGS:
                 cursor.execute(statement)
-        return seed_specs(org, specs, CHUNK)
+        return seed_specs(org, specs, CHUNK, alone=task.alone)
     recorded = 0
     while True:
         chunk = [spec for _, spec in zip(range(CHUNK), specs, strict=False)]

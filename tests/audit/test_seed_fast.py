@@ -154,7 +154,10 @@ class _Undo(Exception):
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="binary COPY: PostgreSQL only")
-def test_the_fast_path_stores_what_record_specs_stores(db):
+# In chunks (the hourly counts added to), or all the organization's events at once
+# (written).
+@pytest.mark.parametrize("chunk, alone", [(1000, False), (10_000, True)])
+def test_the_fast_path_stores_what_record_specs_stores(db, chunk, alone):
     org = demo_orgs_create()[0]
     specs = _specs(org, 3000, seed=9) + _odd_specs(org)
     fixed = timezone.now()
@@ -167,7 +170,8 @@ def test_the_fast_path_stores_what_record_specs_stores(db):
         except _Undo:
             pass
         assert not Event.objects.filter(organization=org).exists()
-        assert seed_specs(org, specs, 1000) == len(ids) == len(specs) - len(skipped)
+        count = seed_specs(org, specs, chunk, alone=alone)
+        assert count == len(ids) == len(specs) - len(skipped)
     seeded = _snapshot(org)
     assert len(seeded[0]) == len(ids) and len(seeded[1]) > 2 * len(ids)
     assert seeded == recorded
