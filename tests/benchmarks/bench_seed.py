@@ -16,6 +16,7 @@ import argparse
 import os
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -35,31 +36,53 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def postgres_cpu() -> float | None:
-    """CPU seconds of the local PostgreSQL server so far (Linux /proc): its live
-    processes' own, plus the ended ones' (backends, parallel workers) that the
-    postmaster has collected. None when no server is visible here."""
-    tick = os.sysconf("SC_CLK_TCK")
-    processes = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if (entry / "comm").read_text().strip() != "postgres":
+class BackendCPU:
+    """CPU seconds of the PostgreSQL processes serving database `name` on this machine
+    (Linux /proc): its backends and their parallel workers, sampled every 0.2 s by a
+    thread (a process that ends between two looks loses at most that much). Other
+    databases' work, and the server's own processes (WAL writer, checkpointer), are
+    not counted."""
+
+    def __init__(self, name: str):
+        self.marker = f" {name} "
+        self.seen: dict[int, float] = {}
+        self.tick = os.sysconf("SC_CLK_TCK")
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.seen.values())
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            self._look()
+            self.stop.wait(0.2)
+        self._look()
+
+    def _look(self) -> None:
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
                 continue
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        # After the name: state, ppid, ... utime (14th field), stime, cutime, cstime.
-        processes[int(entry.name)] = (int(fields[1]), [int(x) for x in fields[11:15]])
-    if not processes:
-        return None
-    total = 0
-    for ppid, (utime, stime, cutime, cstime) in processes.values():
-        total += utime + stime
-        if ppid not in processes:  # the postmaster
-            total += cutime + cstime
-    return total / tick
+            try:
+                if (entry / "comm").read_text().strip() != "postgres":
+                    continue
+                title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            pid = int(entry.name)
+            leader = title.partition("parallel worker for PID ")[2].split(" ")[0]
+            if self.marker in title or (leader.isdigit() and int(leader) in self.seen):
+                self.seen[pid] = (int(fields[11]) + int(fields[12])) / self.tick
 
 
 def main() -> None:
@@ -79,10 +102,11 @@ def main() -> None:
     print(run_header(args.database_url), flush=True)
     keys = Path(tempfile.mkdtemp(prefix="bench_seed_")) / "keys.json"
     started = time.perf_counter()
-    cpu, server = os.times(), postgres_cpu()
-    call_command(
-        "seed_demo", events=args.events, orgs=args.orgs, jobs=args.jobs, simulator_keys=keys
-    )
+    cpu, server = os.times(), BackendCPU(args.database_url.rsplit("/", 1)[1])
+    with server:
+        call_command(
+            "seed_demo", events=args.events, orgs=args.orgs, jobs=args.jobs, simulator_keys=keys
+        )
     seconds = time.perf_counter() - started
     spent = os.times()
     total = Event.objects.count()
@@ -90,14 +114,14 @@ def main() -> None:
     children = (spent.children_user - cpu.children_user) + (
         spent.children_system - cpu.children_system
     )
-    server = postgres_cpu() - server if server is not None else None
-    cpu_text = f"CPU per event: Python {(own + children) / total * 1e6:.0f} us"
-    if server is not None:
-        cpu_text += f", PostgreSQL {server / total * 1e6:.0f} us (the whole server's)"
+    python, postgres = (own + children) / total * 1e6, server.seconds / total * 1e6
+    cpu_text = f"CPU per event: Python {python:.0f} us, PostgreSQL {postgres:.0f} us"
     print(
         f"seed: {total:,} events in {seconds:.1f} s ({total / seconds:,.0f} events/s, "
         f"{args.jobs} jobs; {cpu_text}): "
-        f"20M would take ~{20e6 / (total / seconds) / 60:.1f} min at this rate",
+        f"20M would take ~{20e6 / (total / seconds) / 60:.1f} min at this rate, "
+        f"~{20e6 * (python + postgres) / 1e6 / (os.cpu_count() or 1) / 60:.1f} min of this CPU "
+        "on idle cores",
         flush=True,
     )
     print(run_header(args.database_url, "(the machine is shared: other work ran meanwhile)"))
