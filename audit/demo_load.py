@@ -144,7 +144,11 @@ def _task_run(task: Task) -> int:
         with connection.cursor() as cursor:
             for statement in LOAD_SETTINGS:
                 cursor.execute(statement)
-        return seed_specs(org, specs, CHUNK, alone=task.alone)
+        try:
+            return seed_specs(org, specs, CHUNK, alone=task.alone)
+        finally:  # the command's own connection, when it runs the tasks itself
+            with connection.cursor() as cursor:
+                cursor.execute("RESET synchronous_commit")
     recorded = 0
     while True:
         chunk = [spec for _, spec in zip(range(CHUNK), specs, strict=False)]
@@ -223,22 +227,23 @@ def _storage_tables(cursor, table: str) -> list[str]:
     return [row[0] for row in cursor.fetchall()]
 
 
-def _foreign_keys(cursor) -> list[tuple[str, str, str]]:
-    """(table, name, definition) of the loaded tables' foreign keys (the events' and
-    hourly counts' to the organization and the activity): each inserted row would
-    check them at commit, an index probe and a row lock each, as much work as the COPY
-    of the row itself. Made again at the end, one scan per key checks them all."""
+def _foreign_keys(cursor) -> list[tuple[str, str, str, str]]:
+    """(table, name, definition, referenced table) of the loaded tables' foreign keys
+    (the events' and hourly counts' to the organization and the activity): each
+    inserted row would check them at commit, an index probe and a row lock each, as
+    much work as the COPY of the row itself. Made again at the end, one scan per key
+    checks them all."""
     cursor.execute(
-        "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) "
-        "FROM pg_constraint WHERE conrelid = ANY(%s::regclass[]) AND contype = 'f' "
-        "AND conparentid = 0 ORDER BY 1, 2",
+        "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid), "
+        "confrelid::regclass::text FROM pg_constraint WHERE conrelid = ANY(%s::regclass[]) "
+        "AND contype = 'f' AND conparentid = 0 ORDER BY 1, 2",
         [list(LOADED_TABLES)],
     )
     return cursor.fetchall()
 
 
 # The load's session: a seed lost to a crash is seeded again, so its commits need not
-# wait for the disk.
+# wait for the disk (reset when the task ends).
 LOAD_SETTINGS = ("SET synchronous_commit = off",)
 # The rebuild's: sorts in memory, with parallel workers.
 BUILD_SETTINGS = (
@@ -247,21 +252,27 @@ BUILD_SETTINGS = (
 )
 
 
-def _lanes_run(lanes: list[list[tuple[str, str]]], jobs: int) -> list[dict[str, float]]:
-    """Runs each lane's (label, statement)s in order, `jobs` lanes at once, each on its
-    own connection (in a thread of its own); returns the seconds each lane spent per
-    label."""
+def _lanes_run(lanes: list[list[tuple[str, str | list[str]]]], jobs: int) -> list[dict[str, float]]:
+    """Runs each lane's (label, statement or statements of one transaction) in order,
+    `jobs` lanes at once, each on its own connection (in a thread of its own); returns
+    the seconds each lane spent per label."""
 
-    def run(lane: list[tuple[str, str]]) -> dict[str, float]:
+    def run(lane: list[tuple[str, str | list[str]]]) -> dict[str, float]:
         spent: dict[str, float] = {}
         try:
             with connection.cursor() as cursor:
                 for statement in BUILD_SETTINGS:
                     cursor.execute(statement)
-                for label, statement in lane:
-                    started = time.monotonic()
-                    cursor.execute(statement)
-                    spent[label] = spent.get(label, 0.0) + time.monotonic() - started
+            for label, statements in lane:
+                started = time.monotonic()
+                if isinstance(statements, str):
+                    with connection.cursor() as cursor:
+                        cursor.execute(statements)  # VACUUM: never in a transaction
+                else:
+                    with transaction.atomic(), connection.cursor() as cursor:
+                        for statement in statements:
+                            cursor.execute(statement)
+                spent[label] = spent.get(label, 0.0) + time.monotonic() - started
         finally:
             connection.close()  # the thread's own
         return spent
@@ -298,7 +309,7 @@ def pg_bulk_load(report: Callable[[str], None], jobs: int = 1) -> Iterator[bool]
             cursor.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = off)")
         for name, _ in indexes:
             cursor.execute(f'DROP INDEX "{name}"')
-        for table, name, _ in foreign:
+        for table, name, _, _ in foreign:
             cursor.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
         if key:
             cursor.execute(f'ALTER TABLE {EventTerm._meta.db_table} DROP CONSTRAINT "{key[0]}"')
@@ -327,10 +338,20 @@ def _rebuild(report: Callable[[str], None], jobs: int, indexes, key, foreign) ->
                 )
             if table == Event._meta.db_table:
                 lane += [("indexes built", create) for _, create in indexes]
-            constraints = [f'ADD CONSTRAINT "{n}" {d}' for on, n, d in foreign if on == table]
+            constraints = [f'ADD CONSTRAINT "{n}" {d}' for on, n, d, _ in foreign if on == table]
             if constraints:
+                # Adding a foreign key locks the table it references; two lanes locking
+                # the organizations and the activities in turn, in other orders,
+                # deadlock: each takes them all first, in one order.
+                referenced = ", ".join(sorted({to for _, _, _, to in foreign}))
                 lane.append(
-                    ("foreign keys checked", f"ALTER TABLE {table} {', '.join(constraints)}")
+                    (
+                        "foreign keys checked",
+                        [
+                            f"LOCK TABLE {referenced} IN SHARE ROW EXCLUSIVE MODE",
+                            f"ALTER TABLE {table} {', '.join(constraints)}",
+                        ],
+                    )
                 )
             if parts != [table]:
                 partitioned.append(table)  # a partition's statistics come with its table's
