@@ -35,7 +35,7 @@ from itertools import islice
 from json.encoder import c_make_encoder, encode_basestring_ascii
 from typing import NamedTuple
 
-import psycopg
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 
 from orgs.models import Organization
@@ -45,9 +45,9 @@ from .recording import (
     EVENT_COLUMNS,
     TERM_COLUMNS,
     Recorder,
-    _json_text,
     _message_values,
     content_terms,
+    event_ids_draw,
     terms_rows,
 )
 from .services import EventSpec
@@ -92,16 +92,17 @@ def _inet(address: str | None) -> bytes:
 
 
 def _json_encoder():
-    """recording._json_text (DjangoJSONEncoder: sorted keys, compact, ASCII), its C
-    encoder made once rather than on every call, as JSONEncoder.encode does."""
+    """The JSON text the recorder stores (recording._json_text: DjangoJSONEncoder's,
+    sorted keys, compact, ASCII), from json's C encoder made once rather than on every
+    call, as JSONEncoder.encode makes it."""
+    encoder = DjangoJSONEncoder(separators=(",", ":"), sort_keys=True)
     if c_make_encoder is None:  # a Python without the json C accelerator
-        return _json_text
-    encoder = _json_text.__self__
+        return encoder.encode
     make = c_make_encoder(
         None,  # no check for circular references: the values are the generator's
         encoder.default,
-        encode_basestring_ascii if encoder.ensure_ascii else None,
-        encoder.indent,
+        encode_basestring_ascii,
+        None,
         encoder.key_separator,
         encoder.item_separator,
         encoder.sort_keys,
@@ -337,18 +338,6 @@ class SeedBuilder:
 # Writing.
 
 
-def _ids(count: int) -> list[int]:
-    """`count` ids from the events' sequence, as the recorder's COPY draws them."""
-    # A server-side-binding cursor (Django's are client-side), for binary results.
-    with psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(
-            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
-            [Event._meta.db_table, count],
-            binary=True,
-        )
-        return sorted(row[0] for row in cursor.fetchall())
-
-
 def _column_types(table: str, columns: Sequence[str]) -> list[int]:
     with connection.connection.cursor() as cursor:
         cursor.execute(
@@ -366,7 +355,7 @@ def seed_chunk(organization: Organization, specs: Sequence[EventSpec], *, alone=
     refuses). `alone`: these are all the organization's events, and it has none yet."""
     builder = SeedBuilder(organization)
     with transaction.atomic():
-        ids = iter(_ids(len(specs)))
+        ids = iter(event_ids_draw(len(specs)))
         seeded: list[Seeded] = []
         for spec in specs:
             event = builder.build(spec, next(ids))  # refused: its id stays unused
