@@ -1,15 +1,23 @@
 """Seeding many demo events fast: `seed_demo --events N --orgs M [--jobs J]`.
 
-The events are the demo's own (audit.demo.ActivityGenerator) and go through the
-recorder (audit.recording.record_specs: the same rules, search terms, hourly counts
-and event hashes as every recorded event; COPY on PostgreSQL), in J worker processes
-at once on PostgreSQL. What makes a big seed slow is the database keeping its indexes
-up to date row by row, the term key above all (one random insert per term); so when
-the events table is empty at the start, the load runs without the secondary indexes
-of the events table and the term table's key, and builds them once at the end, and
-autovacuum is off for the loaded tables meanwhile and a VACUUM (ANALYZE) ends the
-load (docs/deploy.md, "After a bulk load"). Sealing (integrity blocks) is the sealing
-loop's, afterwards: the seed writes each event's hash as recording does.
+The events are the demo's own (audit.demo.ActivityGenerator), in J worker processes at
+once on PostgreSQL. There they are written by the seed's fast path (audit.seed_fast:
+the recorder's own derivations, rules, search terms, hourly counts and event hashes,
+with what repeats encoded once and the rows sent as binary COPY; a test compares it
+with the recorder field by field); on SQLite through the recorder itself
+(audit.recording.record_specs). What makes a big seed slow on the database's side is
+keeping indexes and foreign keys up to date row by row, the term key above all (one
+random insert per term) and the foreign keys' check of each row; so when the events
+table is empty at the start, the load runs without the secondary indexes of the
+events table, the term table's key and the loaded tables' foreign keys, with
+autovacuum off on them and commits not waiting for the disk; at the end a lane per
+table builds its indexes, checks its foreign keys in one scan each and VACUUMs its
+partitions, J lanes at once, and ANALYZE ends the load (docs/deploy.md, "After a bulk
+load"). Sealing (integrity blocks) is the sealing loop's, afterwards: the seed writes
+each event's hash as recording does.
+
+`seed_demo --events 10000000 --orgs 1000` (20M events) on this 2-core machine: see
+README, "A big demo".
 
 SQLite has one writer: one process, indexes kept."""
 
@@ -19,6 +27,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -54,6 +63,7 @@ class Task:
     seed: int
     days: float
     now: datetime
+    alone: bool = False  # the organization's only task
 
 
 def tasks_for(org: Organization, count: int, seed: int, now: datetime) -> list[Task]:
@@ -68,6 +78,7 @@ def tasks_for(org: Organization, count: int, seed: int, now: datetime) -> list[T
             seed if parts == 1 else seed * 100_003 + n,
             span,
             now - timedelta(days=span * n),
+            parts == 1,
         )
         for n in range(parts)
     ]
@@ -124,10 +135,20 @@ def customers_create(count: int) -> list[Organization]:
 def _task_run(task: Task) -> int:
     """One task, in a worker process: the events, recorded in chunks."""
     from .recording import record_specs
+    from .seed_fast import seed_specs
 
     gc.disable()  # millions of short-lived objects, no cycles
     org = Organization.objects.select_related("plan").get(pk=task.org_id)
     specs = ActivityGenerator(org, seed=task.seed).specs(task.count, days=task.days, now=task.now)
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            for statement in LOAD_SETTINGS:
+                cursor.execute(statement)
+        try:
+            return seed_specs(org, specs, CHUNK, alone=task.alone)
+        finally:  # the command's own connection, when it runs the tasks itself
+            with connection.cursor() as cursor:
+                cursor.execute("RESET synchronous_commit")
     recorded = 0
     while True:
         chunk = [spec for _, spec in zip(range(CHUNK), specs, strict=False)]
@@ -206,11 +227,73 @@ def _storage_tables(cursor, table: str) -> list[str]:
     return [row[0] for row in cursor.fetchall()]
 
 
+def _foreign_keys(cursor) -> list[tuple[str, str, str, str]]:
+    """(table, name, definition, referenced table) of the loaded tables' foreign keys
+    (the events' and hourly counts' to the organization and the activity): each
+    inserted row would check them at commit, an index probe and a row lock each, as
+    much work as the COPY of the row itself. Made again at the end, one scan per key
+    checks them all."""
+    cursor.execute(
+        "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid), "
+        "confrelid::regclass::text FROM pg_constraint WHERE conrelid = ANY(%s::regclass[]) "
+        "AND contype = 'f' AND conparentid = 0 ORDER BY 1, 2",
+        [list(LOADED_TABLES)],
+    )
+    return cursor.fetchall()
+
+
+# The load's session: a seed lost to a crash is seeded again, so its commits need not
+# wait for the disk (reset when the task ends).
+LOAD_SETTINGS = ("SET synchronous_commit = off",)
+# The rebuild's: sorts in memory, with parallel workers.
+BUILD_SETTINGS = (
+    "SET maintenance_work_mem = '1GB'",
+    f"SET max_parallel_maintenance_workers = {min(4, os.cpu_count() or 1)}",
+)
+
+
+def _lanes_run(lanes: list[list[tuple[str, str | list[str]]]], jobs: int) -> list[dict[str, float]]:
+    """Runs each lane's (label, statement or statements of one transaction) in order,
+    `jobs` lanes at once, each on its own connection (in a thread of its own); returns
+    the seconds each lane spent per label."""
+
+    def run(lane: list[tuple[str, str | list[str]]]) -> dict[str, float]:
+        spent: dict[str, float] = {}
+        try:
+            with connection.cursor() as cursor:
+                for statement in BUILD_SETTINGS:
+                    cursor.execute(statement)
+            for label, statements in lane:
+                started = time.monotonic()
+                if isinstance(statements, str):
+                    with connection.cursor() as cursor:
+                        cursor.execute(statements)  # VACUUM: never in a transaction
+                else:
+                    with transaction.atomic(), connection.cursor() as cursor:
+                        for statement in statements:
+                            cursor.execute(statement)
+                spent[label] = spent.get(label, 0.0) + time.monotonic() - started
+        finally:
+            connection.close()  # the thread's own
+        return spent
+
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        return list(pool.map(run, lanes))
+
+
+def _largest_first(cursor, tables: list[str]) -> list[str]:
+    cursor.execute(
+        "SELECT t FROM unnest(%s::text[]) AS t ORDER BY pg_relation_size(t::regclass) DESC",
+        [tables],
+    )
+    return [row[0] for row in cursor.fetchall()]
+
+
 @contextmanager
-def pg_bulk_load(report: Callable[[str], None]) -> Iterator[bool]:
-    """PostgreSQL, events table empty: drops the events' secondary indexes and the
-    term key for the duration, turns autovacuum off on the loaded tables, then
-    rebuilds them (several workers per index) and runs VACUUM (ANALYZE). Yields whether
+def pg_bulk_load(report: Callable[[str], None], jobs: int = 1) -> Iterator[bool]:
+    """PostgreSQL, events table empty: drops the events' secondary indexes, their
+    foreign keys and the term key for the duration, turns autovacuum off on the loaded
+    tables, then makes them again and runs VACUUM (ANALYZE) (_rebuild). Yields whether
     it did (False: nothing changed, indexes kept)."""
     if connection.vendor != "postgresql" or connection.in_atomic_block:
         yield False
@@ -220,34 +303,76 @@ def pg_bulk_load(report: Callable[[str], None]) -> Iterator[bool]:
         if cursor.fetchone()[0]:
             yield False
             return
-        indexes, key = _secondary_indexes(cursor), _term_key(cursor)
+        indexes, key, foreign = _secondary_indexes(cursor), _term_key(cursor), _foreign_keys(cursor)
         stored = [t for table in LOADED_TABLES for t in _storage_tables(cursor, table)]
         for table in stored:
             cursor.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = off)")
         for name, _ in indexes:
             cursor.execute(f'DROP INDEX "{name}"')
+        for table, name, _, _ in foreign:
+            cursor.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
         if key:
             cursor.execute(f'ALTER TABLE {EventTerm._meta.db_table} DROP CONSTRAINT "{key[0]}"')
     try:
         yield True
     finally:
         connections.close_all()
-        with connection.cursor() as cursor:
-            started = time.monotonic()
-            cursor.execute("SET maintenance_work_mem = '256MB'")
-            cursor.execute(f"SET max_parallel_maintenance_workers = {min(4, os.cpu_count() or 1)}")
-            if key:
-                cursor.execute(
-                    f'ALTER TABLE {EventTerm._meta.db_table} ADD CONSTRAINT "{key[0]}" {key[1]}'
+        _rebuild(report, jobs, indexes, key, foreign)
+
+
+def _rebuild(report: Callable[[str], None], jobs: int, indexes, key, foreign) -> None:
+    """After the load: each loaded table's indexes, then its foreign keys (one scan
+    each checks every row), then VACUUM of its partitions (or itself, with ANALYZE), a
+    lane per table, `jobs` lanes at once (the events' and the terms' first: the
+    longest); then ANALYZE of the partitioned tables, and autovacuum back on."""
+    started = time.monotonic()
+    lanes, partitioned, stored = [], [], []
+    with connection.cursor() as cursor:
+        for table in LOADED_TABLES:
+            parts = _largest_first(cursor, _storage_tables(cursor, table))
+            stored += parts
+            lane = []
+            if table == EventTerm._meta.db_table and key:
+                lane.append(
+                    ("indexes built", f'ALTER TABLE {table} ADD CONSTRAINT "{key[0]}" {key[1]}')
                 )
-            for _, create in indexes:
-                cursor.execute(create)
-            report(f"indexes built in {time.monotonic() - started:.1f} s")
-            started = time.monotonic()
-            for table in stored:
-                cursor.execute(f"ALTER TABLE {table} RESET (autovacuum_enabled)")
-            cursor.execute(f"VACUUM (ANALYZE) {', '.join(LOADED_TABLES)}")
-            report(f"VACUUM (ANALYZE) in {time.monotonic() - started:.1f} s")
+            if table == Event._meta.db_table:
+                lane += [("indexes built", create) for _, create in indexes]
+            constraints = [f'ADD CONSTRAINT "{n}" {d}' for on, n, d, _ in foreign if on == table]
+            if constraints:
+                # Adding a foreign key locks the table it references; two lanes locking
+                # the organizations and the activities in turn, in other orders,
+                # deadlock: each takes them all first, in one order.
+                referenced = ", ".join(sorted({to for _, _, _, to in foreign}))
+                lane.append(
+                    (
+                        "foreign keys checked",
+                        [
+                            f"LOCK TABLE {referenced} IN SHARE ROW EXCLUSIVE MODE",
+                            f"ALTER TABLE {table} {', '.join(constraints)}",
+                        ],
+                    )
+                )
+            if parts != [table]:
+                partitioned.append(table)  # a partition's statistics come with its table's
+            lane += [
+                ("VACUUM (ANALYZE)", ("VACUUM (ANALYZE) " if part == table else "VACUUM ") + part)
+                for part in parts
+            ]
+            lanes.append(lane)
+    spent = _lanes_run(lanes, jobs)
+    for table, lane in zip(LOADED_TABLES, spent, strict=True):
+        report(f"{table}: " + ", ".join(f"{label} in {s:.1f} s" for label, s in lane.items()))
+    analyzing = time.monotonic()
+    _lanes_run([[("ANALYZE", f"ANALYZE {table}")] for table in partitioned], jobs)
+    if partitioned:
+        seconds = time.monotonic() - analyzing
+        report(f"VACUUM (ANALYZE): ANALYZE of the partitioned tables in {seconds:.1f} s")
+    with connection.cursor() as cursor:
+        for table in stored:
+            cursor.execute(f"ALTER TABLE {table} RESET (autovacuum_enabled)")
+    seconds = time.monotonic() - started
+    report(f"indexes, keys and VACUUM (ANALYZE) in {seconds:.1f} s ({jobs} sessions at once)")
 
 
 def now_rounded() -> datetime:

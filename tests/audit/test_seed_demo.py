@@ -181,7 +181,13 @@ def _index_definitions() -> list:
             "('audit_event', 'audit_eventterm', 'audit_eventhourlycount', "
             "'audit_eventhourlytotal') ORDER BY 1"
         )
-        return indexes + cursor.fetchall()
+        options = cursor.fetchall()
+        # The constraints, the partitions' included: the foreign keys are made again.
+        cursor.execute(
+            "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid), convalidated "
+            "FROM pg_constraint WHERE conrelid::regclass::text LIKE 'audit_event%' ORDER BY 1, 2"
+        )
+        return indexes + options + cursor.fetchall()
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="the PostgreSQL bulk load")
@@ -195,6 +201,7 @@ def test_on_an_empty_postgresql_database_the_seed_builds_the_indexes_once_in_pro
     out = capsys.readouterr().out
     assert "Bulk load: indexes and autovacuum off until the end." in out
     assert "indexes built in" in out and "VACUUM (ANALYZE) in" in out
+    assert "foreign keys checked in" in out
     assert _index_definitions() == before  # the same indexes, autovacuum back on
     acme = Organization.objects.get(name="Acme Corporation")
     assert _consistent(acme) == 3000 + 3  # and the simulator's keys

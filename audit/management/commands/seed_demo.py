@@ -136,7 +136,7 @@ class Command(BaseCommand):
                 rate = total / max(time.monotonic() - loading, 1e-9)
                 self.stdout.write(f"  {total:,} / {wanted:,} events ({rate:,.0f}/s)")
 
-        with pg_bulk_load(self.stdout.write) as bulk, bulk_load(analyze=False):
+        with pg_bulk_load(self.stdout.write, jobs) as bulk, bulk_load(analyze=False):
             if bulk:
                 self.stdout.write("Bulk load: indexes and autovacuum off until the end.")
             total = tasks_run(tasks, jobs, progress)
