@@ -40,7 +40,8 @@ def parse_args() -> argparse.Namespace:
 
 def month_fill(cursor, month, count: int, org_ids: list[int], action_id: int) -> None:
     """`count` events spread over `month`, round-robin over `org_ids`, two search terms
-    each, and their hourly counts and totals."""
+    each (as audit.recording.term_hash hashes them, a row of one event each, as
+    event_record writes them), and their hourly counts and totals."""
     from audit.partitions import month_bounds
 
     start, end = month_bounds(month)
@@ -64,8 +65,11 @@ def month_fill(cursor, month, count: int, org_ids: list[int], action_id: int) ->
     )
     cursor.execute(
         """
-        INSERT INTO audit_eventterm (organization_id, term, occurred_at, event_id)
-        SELECT e.organization_id, t.term, e.occurred_at, e.id
+        INSERT INTO audit_eventterm (organization_id, term_hash, occurred_at, event_id)
+        SELECT e.organization_id,
+               ('x' || left(encode(sha256(convert_to(t.term, 'UTF8')), 'hex'), 16))::bit(64)
+                   ::bigint,
+               e.occurred_at, e.id
         FROM audit_event e CROSS JOIN LATERAL
             (VALUES (lower(e.actor_name)), (lower(e.actor_email))) AS t(term)
         WHERE e.occurred_at >= %s AND e.occurred_at < %s
