@@ -136,11 +136,15 @@ def _snapshot(org) -> tuple:
     events = list(Event.objects.filter(organization=org).order_by("occurred_at", "id"))
     position = {event.pk: n for n, event in enumerate(events)}
     rows = [tuple(getattr(event, f) for f in fields) for event in events]
+    # The (event, term) pairs the term rows hold: how a batch's pairs are grouped into
+    # rows depends on its size (audit.recording.term_rows), what they say does not.
+    held = EventTerm.objects.filter(organization=org).values_list(
+        "term_hash", "event_id", "event_ids"
+    )
     terms = sorted(
-        (position[event_id], digest, occurred_at)
-        for event_id, digest, occurred_at in EventTerm.objects.filter(organization=org).values_list(
-            "event_id", "term_hash", "occurred_at"
-        )
+        (position[pk], digest, events[position[pk]].occurred_at)
+        for digest, newest, ids in held
+        for pk in (ids if ids is not None else [newest])
     )
     counts = sorted(
         EventHourlyCount.objects.filter(organization=org).values_list("hour", "action", "count")
