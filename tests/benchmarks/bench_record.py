@@ -89,6 +89,12 @@ def run_header(url: str, extra: str = "") -> str:
 
 def database_reset(url: str) -> None:
     """Deletes and recreates the (throwaway) database `url` names."""
+    database_drop(url, create=True)
+
+
+def database_drop(url: str, create: bool = False) -> None:
+    """Deletes the (throwaway) database `url` names (a PostgreSQL one only if named
+    bench*); with `create`, makes it again, empty."""
     from django.conf import settings
     from django.db import connections
 
@@ -108,7 +114,8 @@ def database_reset(url: str) -> None:
     admin_url = urlunsplit(parts._replace(scheme="postgresql", path="/postgres"))
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
+        if create:
+            conn.execute(f'CREATE DATABASE "{name}"')
 
 
 def database_fresh(url: str):

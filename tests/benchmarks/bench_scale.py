@@ -47,7 +47,10 @@ from urllib.parse import urlencode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_api import free_port, gunicorn_start  # noqa: E402
 from bench_audit_page import older_link  # noqa: E402
+from bench_export import export_timed  # noqa: E402
 from bench_ingest import cpu_seconds, signed_in_cookie  # noqa: E402
+from bench_page_load import children  # noqa: E402
+from bench_page_load import cpu_seconds as cpu_seconds_of  # noqa: E402
 from bench_record import ROOT, database_reset, django_setup, run_header  # noqa: E402
 
 
@@ -229,17 +232,7 @@ def tree_cpu_seconds(pid: int) -> float:
     """CPU seconds (user + system) used so far by process `pid` and its children (the
     gunicorn arbiter and its workers), this run's only: other gunicorns on a shared
     machine are not counted."""
-    tick, total = os.sysconf("SC_CLK_TCK"), 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(entry) == pid or int(fields[1]) == pid:  # fields[1]: the parent's pid
-            total += int(fields[11]) + int(fields[12])
-    return total / tick
+    return sum(cpu_seconds_of([pid, *children(pid)]))
 
 
 def mixed_load(args, port, pages, apis, cookie, api_secret, ingest: Ingest, server) -> None:
@@ -308,27 +301,15 @@ def export_time(org, admin, term: str, runs: int = 3) -> None:
     steady cost; both are printed, the target is checked on the median."""
     from django.conf import settings
 
-    from exports.models import ExportRequest
-    from exports.services import export_file_build, export_filter
-
     settings.PRIVATE_STORAGE_DIR = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     for label, filters in (
         ("10,000 rows, exact term", {"range": "180d", "q": term}),
         ("10,000 rows, no filter", {"range": "180d"}),
     ):
-        event_filter = export_filter(organization=org, user=admin, filters=filters)
-        assert event_filter.is_valid(), event_filter.errors
         timings = []
         for _ in range(runs):
-            export = ExportRequest.objects.create(
-                organization=org,
-                requested_by=admin,
-                filters=event_filter.params(),
-                filters_summary=event_filter.summary(),
-            )
-            started = time.perf_counter()
-            export = export_file_build(export_id=export.pk)
-            timings.append(time.perf_counter() - started)
+            seconds, export = export_timed(org, admin, filters)
+            timings.append(seconds)
         median = statistics.median(timings)
         print(
             f"export {label:26} first {timings[0]:5.2f} s, median of {runs} {median:5.2f} s, "

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_record import database_reset, django_setup, run_header  # noqa: E402
+from bench_record import database_drop, database_reset, django_setup, run_header  # noqa: E402
 
 DEFAULT_URL = "postgres://auditlog@127.0.0.1:5432/bench_seed"
 
@@ -94,7 +94,6 @@ def main() -> None:
     database_reset(args.database_url)
     django_setup(args.database_url)
     from django.core.management import call_command
-    from django.db import connections
 
     from audit.models import Event
 
@@ -125,15 +124,9 @@ def main() -> None:
         flush=True,
     )
     print(run_header(args.database_url, "(the machine is shared: other work ran meanwhile)"))
-    connections.close_all()
     if args.drop:
-        import psycopg
-
-        base, name = args.database_url.rsplit("/", 1)
-        admin_url = base.replace("postgres://", "postgresql://", 1) + "/postgres"
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        print(f"dropped {name}")
+        database_drop(args.database_url)
+        print(f"dropped {args.database_url.rsplit('/', 1)[1]}")
 
 
 if __name__ == "__main__":

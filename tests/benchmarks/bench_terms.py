@@ -32,7 +32,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_record import database_reset, django_setup, run_header  # noqa: E402
+from bench_export import export_timed  # noqa: E402
+from bench_record import database_drop, database_reset, django_setup, run_header  # noqa: E402
 
 DEFAULT_URL = "postgres://auditlog@127.0.0.1:5432/bench_terms"
 
@@ -215,24 +216,16 @@ def busy_terms(org) -> list[tuple[str, int]]:
 
 def bench_export(org, admin, term: str, hits: int, runs: int) -> None:
     from audit.selectors import event_list, event_walk
-    from exports.models import ExportRequest
-    from exports.services import _ROW_FIELDS, export_file_build, export_filter
+    from exports.services import _ROW_FIELDS, export_filter
 
     query = {"range": "180d", "q": term}
     event_filter = export_filter(organization=org, user=admin, filters=query)
     assert event_filter.is_valid(), event_filter.errors
 
     def export_once() -> tuple[float, int]:
-        export = ExportRequest.objects.create(
-            organization=org,
-            requested_by=admin,
-            filters=event_filter.params(),
-            filters_summary=event_filter.summary(),
-        )
-        started = time.perf_counter()
-        export = export_file_build(export_id=export.pk)
+        seconds, export = export_timed(org, admin, query)
         assert export.status == "ready", export.error
-        return time.perf_counter() - started, export.row_count
+        return seconds, export.row_count
 
     export_once()  # warm
     timings = [export_once() for _ in range(runs)]
@@ -268,7 +261,6 @@ def main() -> None:
     os.environ["AUDIT_SIGNING_KEY"] = ""
     os.environ["AUDIT_SIGNING_KEY_FILE"] = ""
     django_setup(args.database_url)
-    from django.db import connections
 
     from audit.demo import ADMIN_EMAIL
     from orgs.models import Organization, User
@@ -282,15 +274,9 @@ def main() -> None:
     for term, hits in busy_terms(org):
         bench_export(org, admin, term, hits, args.runs)
     print(run_header(args.database_url, "(the machine is shared: other work ran meanwhile)"))
-    connections.close_all()
     if args.drop:
-        import psycopg
-
-        base, name = args.database_url.rsplit("/", 1)
-        admin_url = base.replace("postgres://", "postgresql://", 1) + "/postgres"
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        print(f"dropped {name}")
+        database_drop(args.database_url)
+        print(f"dropped {args.database_url.rsplit('/', 1)[1]}")
 
 
 if __name__ == "__main__":
