@@ -437,9 +437,44 @@ def seal_all(*, block_events: int | None = None) -> dict[int, int]:
     """Seals every organization that has unsealed events: {org id: events sealed}."""
     return {
         org_id: n
-        for org_id in Organization.objects.order_by("pk").values_list("pk", flat=True)
+        for org_id in orgs_with_new_events()
         if (n := seal_org(org_id, block_events=block_events))
     }
+
+
+def orgs_with_new_events() -> list[int]:
+    """The ids of the organizations with events past their last block (on PostgreSQL,
+    below the horizon), in order, found by one query: the sealing loop asks every
+    round, and asking each organization in turn (two queries each) kept it busy
+    without a pause at 1,000 organizations, most of them idle: about 0.8 of a core
+    between the worker and the database, on a machine serving pages. Here each
+    organization costs an index probe per partition inside the database (about 30 ms
+    a round for 1,000 organizations over 10 partitions)."""
+    events, blocks, orgs = table(Event), table(Block), table(Organization)
+    last = (
+        f"SELECT b.last_txid, b.last_event_id FROM {blocks} b"
+        " WHERE b.organization_id = o.id ORDER BY b.sequence DESC LIMIT 1"
+    )
+    if connection.vendor == "postgresql":
+        # An event without a block before it: any position is past (-1, -1).
+        sql = (
+            f"SELECT o.id FROM {orgs} o LEFT JOIN LATERAL ({last}) b ON true"
+            f" WHERE EXISTS (SELECT 1 FROM {events} e WHERE e.organization_id = o.id"
+            " AND (e.txid, e.id) > (coalesce(b.last_txid, -1), coalesce(b.last_event_id, -1))"
+            " AND e.txid < %s) ORDER BY o.id"
+        )
+        params = [stream_horizon()]
+    else:  # ids are in commit order: past the last block's last id
+        last_id = last.replace("b.last_txid, ", "")
+        sql = (
+            f"SELECT o.id FROM {orgs} o WHERE EXISTS (SELECT 1 FROM {events} e"
+            f" WHERE e.organization_id = o.id AND e.id > coalesce(({last_id}), 0))"
+            " ORDER BY o.id"
+        )
+        params = []
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return [org_id for (org_id,) in cursor.fetchall()]
 
 
 # -- verification ------------------------------------------------------------------------

@@ -23,7 +23,9 @@ from audit.integrity import (
     block_contents,
     block_header,
     event_proof,
+    orgs_with_new_events,
     public_keys,
+    seal_all,
     seal_org,
     verify_and_record,
     verify_org,
@@ -32,6 +34,7 @@ from audit.models import Block, Event
 from audit.retention import audit_log_purge
 from audit.services import Actor, Location, event_record, item
 from audit.tasks import audit_log_verify_daily
+from orgs.models import Organization
 from tests.conftest import GuardEditor, in_threads, make_user, record, seal
 from tests.conftest import verify_offline as standalone
 
@@ -183,6 +186,30 @@ def test_sealing_chains_signed_blocks_in_recording_order_once(org):
     assert seal_org(org.pk) == 0  # idempotent
     outcome = verify_org(org)
     assert outcome.ok and outcome.blocks == 3 and outcome.events == 7
+
+
+def test_the_sealing_round_finds_exactly_the_organizations_with_unsealed_events(org, other_org):
+    """One query names the organizations to seal (seal_all): none, one, both; and an
+    organization whose every event is sealed drops out."""
+    quiet = Organization.objects.create(name="Quiet", plan=other_org.plan)  # no events
+    assert orgs_with_new_events() == []
+    events(org, 2)
+    assert orgs_with_new_events() == [org.pk]
+    sealed(other_org, n=4)
+    assert orgs_with_new_events() == [org.pk]
+    events(other_org, 1)
+    record(org, ago=timedelta(days=40))  # a late event with an old time counts too
+    assert orgs_with_new_events() == sorted([org.pk, other_org.pk])
+    assert quiet.pk not in orgs_with_new_events()
+    deadline = time.monotonic() + 60
+    while orgs_with_new_events():  # on PostgreSQL an open transaction elsewhere may hold
+        assert time.monotonic() < deadline  # the horizon back for a moment
+        seal_all()
+    totals = {
+        o.pk: Block.objects.filter(organization=o).order_by("sequence").last().total_events
+        for o in (org, other_org)
+    }
+    assert totals == {org.pk: 3, other_org.pk: 5}
 
 
 def test_an_event_recorded_late_with_an_old_time_goes_into_the_next_block(org):
