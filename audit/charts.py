@@ -207,14 +207,7 @@ def daily_counts(events: EventFilter) -> dict[date, int]:
         # Without an Activity filter the per-hour totals (24 rows a day); with one, the
         # hourly counts of those activities along index hourly_org_action_hour.
         model = EventHourlyCount if events.action_ids else EventHourlyTotal
-        hours = model.objects.filter(organization=events.org, hour__gte=first_hour)
-        if window.end is not None:
-            hours = hours.filter(hour__lt=window.end)
-        if events.action_ids:
-            hours = hours.filter(action_id__in=events.action_ids)
-        if postgres:
-            return _per_local_day(hours, "hour", Sum("count"), events.tz)
-        return _sqlite_hours_per_day(model, events, first_hour)
+        return _hours_per_day(model, events, first_hour)
     local_day = _LocalDays(events.tz)
     per_day: Counter[date] = Counter()
     for bucket, n in rows:
@@ -229,14 +222,16 @@ def _per_local_day(qs, column: str, total, tz) -> dict[date, int]:
     return dict(rows.values_list("day", "n").order_by())
 
 
-def _sqlite_hours_per_day(model, events: EventFilter, first_hour: datetime) -> dict[date, int]:
-    """SQLite: the hourly counts in the window summed per day of the viewer's zone, by
-    a written-out query (built through the ORM it cost more than it ran).
+def _hours_per_day(model, events: EventFilter, first_hour: datetime) -> dict[date, int]:
+    """The hourly counts in the window summed per day of the viewer's zone, by a
+    written-out query: built through the ORM it cost more than it ran (on PostgreSQL
+    0.6 of the 0.9 ms the page's chart took).
 
-    When the zone keeps one UTC offset over the whole window (always for UTC; for most
-    zones outside the weeks around a clock change) SQLite shifts each hour by it and
-    sums per local day itself: a few rows back instead of 24 a day. Otherwise the hours
-    come back as SQLite's UTC text, each mapped to its local day here (_LocalDays)."""
+    PostgreSQL groups by the local day itself (`AT TIME ZONE`). On SQLite, when the
+    zone keeps one UTC offset over the whole window (always for UTC; for most zones
+    outside the weeks around a clock change) SQLite shifts each hour by it and sums per
+    local day itself: a few rows back instead of 24 a day. Otherwise the hours come
+    back as SQLite's UTC text, each mapped to its local day here (_LocalDays)."""
     window, quote = events.window, connection.ops.quote_name
     adapt = connection.ops.adapt_datetimefield_value
     where, params = "organization_id = %s AND hour >= %s", [events.org.pk, adapt(first_hour)]
@@ -247,6 +242,14 @@ def _sqlite_hours_per_day(model, events: EventFilter, first_hour: datetime) -> d
         where += f" AND action_id IN ({', '.join(['%s'] * len(events.action_ids))})"
         params += events.action_ids
     table = quote(model._meta.db_table)
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT (hour AT TIME ZONE %s)::date, SUM(count) FROM {table}"
+                f" WHERE {where} GROUP BY 1",
+                [_zone_name(events.tz), *params],
+            )
+            return dict(cursor.fetchall())
     offset = _fixed_offset_minutes(events.tz, first_hour, window.end or events.now)
     with connection.cursor() as cursor:
         if offset is not None:
@@ -266,6 +269,11 @@ def _sqlite_hours_per_day(model, events: EventFilter, first_hour: datetime) -> d
     for bucket, n in rows:
         per_day[local_day(bucket)] += n
     return per_day
+
+
+def _zone_name(tz) -> str:
+    """The zone's name as PostgreSQL's AT TIME ZONE takes it (a zoneinfo key)."""
+    return "UTC" if tz is UTC else str(getattr(tz, "key", tz))
 
 
 def _fixed_offset_minutes(tz, start: datetime, end: datetime) -> int | None:

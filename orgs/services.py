@@ -36,6 +36,7 @@ from .models import (
     VerifiedDomain,
     email_normalize,
 )
+from .sqlrows import ModelColumns, table
 
 PASSWORD_RESET_WINDOW = timedelta(hours=1)
 
@@ -386,15 +387,43 @@ def _key_insert(
     raise RuntimeError(f"no free {model._meta.verbose_name} prefix after 5 attempts")
 
 
-def _key_find(queryset, *, scheme: str, secret: str):
-    """The row of `queryset` whose whole key is `secret` (hashes compared in constant
-    time), else None. Says nothing about revocation or expiry."""
+def _key_find(by_prefix, *, scheme: str, secret: str):
+    """The key `by_prefix(prefix)` reads whose whole key is `secret` (hashes compared in
+    constant time), else None. Says nothing about revocation or expiry."""
     prefix = _key_prefix_of(secret or "", scheme)
     if prefix is None:
         return None
-    key = queryset.filter(prefix=prefix).first()
+    key = by_prefix(prefix)
     if key is None or not hmac.compare_digest(key.secret_hash, api_key_hash(secret)):
         return None
+    return key
+
+
+_API_KEY, _ORG, _PLAN = (
+    ModelColumns(ApiKey, "k"),
+    ModelColumns(Organization, "o"),
+    ModelColumns(Plan, "p"),
+)
+
+
+def _api_key_by_prefix(prefix: str) -> ApiKey | None:
+    """The API key of `prefix` with its organization and plan, by one written-out
+    SELECT (orgs.sqlrows): every API request reads it, and building the ORM's
+    select_related of three models cost most of the 1 ms its authentication took."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {_API_KEY.sql()}, {_ORG.sql()}, {_PLAN.sql()} FROM {table(ApiKey)} k"
+            f" JOIN {table(Organization)} o ON o.id = k.organization_id"
+            f" JOIN {table(Plan)} p ON p.id = o.plan_id WHERE k.prefix = %s",
+            [prefix],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    n, m = len(_API_KEY), len(_API_KEY) + len(_ORG)
+    key = _API_KEY.instance(row[:n])
+    key.organization = _ORG.instance(row[n:m])
+    key.organization.plan = _PLAN.instance(row[m:])
     return key
 
 
@@ -536,8 +565,7 @@ def api_key_authenticate(*, secret: str, ip: str | None) -> ApiKey | None:
     revoked or expired). Records its use (api_key_use_record: once per address an hour)
     and keeps last_used_at / last_used_ip, written at most once a minute per key and
     address, so a poller does not write on every request."""
-    queryset = ApiKey.objects.select_related("organization__plan")
-    key = _key_find(queryset, scheme=API_KEY_SCHEME, secret=secret)
+    key = _key_find(_api_key_by_prefix, scheme=API_KEY_SCHEME, secret=secret)
     now = timezone.now()
     if key is None or key.status_at(now) != ApiKey.Status.ACTIVE:
         return None
@@ -634,7 +662,11 @@ def ingest_key_authenticate(*, secret: str, ip: str | None) -> IngestKey | None:
     key). Keeps last_used_at / last_used_ip, written at most once a minute per key and
     address."""
     queryset = IngestKey.objects.select_related("product__site__organization__plan")
-    key = _key_find(queryset, scheme=INGEST_KEY_SCHEME, secret=secret)
+    key = _key_find(
+        lambda prefix: queryset.filter(prefix=prefix).first(),
+        scheme=INGEST_KEY_SCHEME,
+        secret=secret,
+    )
     if key is None or not key.is_active:
         return None
     _key_last_used_write(key, ip=ip or None, now=timezone.now())
