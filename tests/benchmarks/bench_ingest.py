@@ -117,7 +117,10 @@ class Client(threading.Thread):
 
 def cpu_seconds(command_prefix: str) -> float:
     """CPU time (user + system) so far of this machine's processes whose name starts
-    with `command_prefix` (e.g. "postgres"): the database server's share of the run."""
+    with `command_prefix` (e.g. "postgres"), their ended children's included: the
+    database server's share of the run, with the backends that closed meanwhile (a
+    connection older than DB_CONN_MAX_AGE is closed and opened again), which the
+    postmaster's children's time holds."""
     tick = os.sysconf("SC_CLK_TCK")
     total = 0
     for entry in os.listdir("/proc"):
@@ -130,7 +133,7 @@ def cpu_seconds(command_prefix: str) -> float:
             continue
         if fields[0].split("(", 1)[1].startswith(command_prefix):
             parts = fields[1].split()
-            total += int(parts[11]) + int(parts[12])  # utime, stime
+            total += sum(map(int, parts[11:15]))  # utime, stime, cutime, cstime
     return total / tick
 
 

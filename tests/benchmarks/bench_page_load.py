@@ -87,7 +87,8 @@ def signed_in_cookie(org) -> str:
 
 
 def cpu_seconds(pids: list[int]) -> tuple[float, float]:
-    """User and system CPU time of these processes so far (/proc/<pid>/stat)."""
+    """User and system CPU time of these processes so far (/proc/<pid>/stat), their
+    ended children's included (a worker the arbiter replaced)."""
     ticks = os.sysconf("SC_CLK_TCK")
     user = system = 0
     for pid in pids:
@@ -95,7 +96,8 @@ def cpu_seconds(pids: list[int]) -> tuple[float, float]:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except FileNotFoundError:
             continue
-        user, system = user + int(fields[11]), system + int(fields[12])  # utime, stime
+        user += int(fields[11]) + int(fields[13])  # utime, cutime
+        system += int(fields[12]) + int(fields[14])  # stime, cstime
     return user / ticks, system / ticks
 
 

@@ -19,6 +19,8 @@ then measures:
                      batches of 1,000 (each due on a fixed schedule, up to 4 in
                      flight): requests/s, p50 / p99, errors, and whether the ingest
                      kept up
+  Redis              as deployed (docs/deploy.md): the django-q2 broker and the rate
+                     limits' counters (--redis-url)
   export             a 10,000-row CSV export filtered by an exact term (the busiest
                      actor's email) and one unfiltered, each built 3 times as the worker
                      builds it: the first (cold caches) and the median
@@ -64,6 +66,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--duration", type=int, default=60, help="seconds of mixed load")
     parser.add_argument("--ingest-rate", type=int, default=2000, help="events/s under load")
     parser.add_argument("--requests", type=int, default=30, help="per single-client case")
+    parser.add_argument(
+        "--redis-url",
+        default="redis://127.0.0.1:6379",
+        help="Redis as docs/deploy.md deploys it: the task broker (database 14) and the "
+        "rate limits (15), both emptied first; '' for the database broker and counters",
+    )
     return parser.parse_args()
 
 
@@ -229,16 +237,29 @@ end
 
 
 def tree_cpu_seconds(pid: int) -> float:
-    """CPU seconds (user + system) used so far by process `pid` and its children (the
-    gunicorn arbiter and its workers), this run's only: other gunicorns on a shared
-    machine are not counted."""
-    return sum(cpu_seconds_of([pid, *children(pid)]))
+    """CPU seconds (user + system) used so far by process `pid` and its descendants (the
+    gunicorn arbiter and its workers; a qcluster, its sentinels and workers), this
+    run's only: other processes on a shared machine are not counted."""
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(todo.pop())
+        todo += children(tree[-1])
+    return sum(cpu_seconds_of(tree))
 
 
-def mixed_load(args, port, pages, apis, cookie, api_secret, ingest: Ingest, server) -> None:
+def machine_busy_seconds() -> float:
+    """CPU seconds this machine's cores have been busy so far (/proc/stat: all but idle
+    and iowait), every process's."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def mixed_load(args, port, pages, apis, cookie, api_secret, ingest: Ingest, server, workers):
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(wrk_script(pages, apis, cookie, api_secret))
     db_cpu, web_cpu = cpu_seconds("postgres"), tree_cpu_seconds(server.pid)
+    worker_cpu = sum(tree_cpu_seconds(w.pid) for w in workers)
+    machine = machine_busy_seconds()
     ingest.start()
     done = subprocess.run(
         [
@@ -264,6 +285,8 @@ def mixed_load(args, port, pages, apis, cookie, api_secret, ingest: Ingest, serv
     ingest.join()
     db_cpu = cpu_seconds("postgres") - db_cpu
     web_cpu = tree_cpu_seconds(server.pid) - web_cpu
+    worker_cpu = sum(tree_cpu_seconds(w.pid) for w in workers) - worker_cpu
+    machine = machine_busy_seconds() - machine
     out = done.stdout
     latency = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)\s*$", out, re.MULTILINE))
     if not latency:
@@ -288,11 +311,14 @@ def mixed_load(args, port, pages, apis, cookie, api_secret, ingest: Ingest, serv
         f"({ingest.failures} failed), batch p95 {timings[int(len(timings) * 0.95) - 1]:.2f} s"
         f"   {'kept up' if ingest_rate >= args.ingest_rate * 0.97 else '<-- fell behind'}"
     )
-    print(
-        f"  CPU: web server {web_cpu / args.duration:.2f} cores, database server "
-        f"{db_cpu / args.duration:.2f} cores (all PostgreSQL processes on the machine); "
-        f"load {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
-    )
+    cores = {
+        "web server": web_cpu,
+        "database server (all PostgreSQL processes)": db_cpu,
+        "qclusters": worker_cpu,
+        "machine in all": machine,
+    }
+    print("  CPU: " + ", ".join(f"{k} {v / args.duration:.2f}" for k, v in cores.items()), end="")
+    print(f" cores of {os.cpu_count()}; load {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 def export_time(org, admin, term: str, runs: int = 3) -> None:
@@ -319,6 +345,17 @@ def export_time(org, admin, term: str, runs: int = 3) -> None:
         )
 
 
+def redis_use(url: str) -> None:
+    """Q_REDIS_URL and RATE_LIMIT_REDIS_URL for every process of the run (databases 14
+    and 15 of `url`), emptied of an earlier run's tasks and counts."""
+    import redis
+
+    broker, limits = f"{url.rstrip('/')}/14", f"{url.rstrip('/')}/15"
+    for db in (broker, limits):
+        redis.Redis.from_url(db).flushdb()
+    os.environ.update(Q_REDIS_URL=broker, RATE_LIMIT_REDIS_URL=limits)
+
+
 def main() -> None:
     args = parse_args()
     os.environ.update(SECRET_KEY="bench-only", DEBUG="false", SECURE_SSL_REDIRECT="false")
@@ -326,6 +363,8 @@ def main() -> None:
     os.environ.setdefault("EMAIL_BACKEND", "django.core.mail.backends.locmem.EmailBackend")
     # Sealing runs, as deployed: a throwaway signing key for every process of the run.
     os.environ.setdefault("AUDIT_SIGNING_KEY", base64.b64encode(os.urandom(32)).decode())
+    if args.redis_url:
+        redis_use(args.redis_url)
     if not args.reuse:
         seed(args)
     django_setup(args.database_url)
@@ -381,7 +420,7 @@ def main() -> None:
         print(f"term: {term}", flush=True)
         single_client(page, api, pages, apis, args.requests)
         ingest = Ingest(port, ingest_secret, args.ingest_rate, bodies)
-        mixed_load(args, port, pages, apis, cookie, api_secret, ingest, server)
+        mixed_load(args, port, pages, apis, cookie, api_secret, ingest, server, workers)
     finally:
         server.terminate()
         server.wait(30)
