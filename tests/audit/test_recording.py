@@ -68,6 +68,25 @@ def test_occurred_at_is_kept_to_the_microsecond(org, admin):
     assert Event.objects.get(pk=result.event.pk).occurred_at == when
 
 
+def test_json_fields_read_back_as_json_loads_reads_them(org, admin):
+    """The JSON columns are read by orjson (TrustedJSONField), falling back to json.loads
+    for what orjson refuses: both give back what was recorded, whatever its shape."""
+    details = {
+        "text": "Zoë's «page» 🚀 \u2028 \\ \"",
+        "float": 0.1 + 0.2,
+        "small": 1e-300,
+        "int": 2**63 - 1,
+        "past 64 bits": 2**70,
+        "nested": [{"a": [None, True, False]}, []],
+    }
+    result = event_record(
+        organization=org, action="user_logged_in", actor=Actor.for_user(admin), details=details
+    )
+    event = Event.objects.get(pk=result.event.pk)
+    assert event.details == details and type(event.details["past 64 bits"]) is int
+    assert Event.objects.filter(pk=event.pk).values_list("details", flat=True)[0] == details
+
+
 def test_names_and_emails_survive_deleting_the_account(org, admin):
     target = make_user("dave@acme.test", org, name="Dave Gone")
     result = event_record(
