@@ -13,14 +13,16 @@ from django.db.models import Model
 
 
 class ModelColumns:
-    """The columns of `model` (all concrete ones, or only `fields` by attname) under the
-    table alias `alias`: `sql()` for the SELECT list, `instance(values)` for a row."""
+    """The columns of `model` (all concrete ones, or only `fields` by attname, in that
+    order) under the table alias `alias`: `sql()` for the SELECT list, `instance(values)`
+    for a row."""
 
     def __init__(self, model: type[Model], alias: str, fields: tuple[str, ...] | None = None):
         self.model, self.alias = model, alias
-        self.fields = [
-            f for f in model._meta.concrete_fields if fields is None or f.attname in fields
-        ]
+        by_attname = {f.attname: f for f in model._meta.concrete_fields}
+        self.fields = (
+            list(by_attname.values()) if fields is None else [by_attname[a] for a in fields]
+        )
         self.attnames = [f.attname for f in self.fields]
         self._sql: str | None = None
         self._converters: list | None = None
@@ -35,13 +37,18 @@ class ModelColumns:
         return self._sql
 
     def instance(self, values) -> Model:
+        return self.model.from_db(connection.alias, self.attnames, self.converted(values))
+
+    def converted(self, values) -> list:
+        """A row's values as the model's fields hold them (e.g. SQLite's text datetimes
+        made datetimes), in the order of `fields`."""
         values = list(values)
         for i, converters, column in self._converters_list():
             value = values[i]
             for convert in converters:
                 value = convert(value, column, connection)
             values[i] = value
-        return self.model.from_db(connection.alias, self.attnames, values)
+        return values
 
     def _converters_list(self) -> list:
         if self._converters is None:
