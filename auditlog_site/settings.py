@@ -150,10 +150,11 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "orgs:org-picker"
 LOGOUT_REDIRECT_URL = "login"
 # The lockout check first (orgs.backends.LockoutBackend, django-axes); then email and
-# password, the email in any case (orgs.models.UserManager.get_by_natural_key).
+# password, the email in any case (orgs.models.UserManager.get_by_natural_key), by
+# Django's ModelBackend with a faster read of a session's account (AccountBackend).
 AUTHENTICATION_BACKENDS = [
     "orgs.backends.LockoutBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    "orgs.backends.AccountBackend",
 ]
 
 # Sign-in throttling (django-axes, README "Sign-in protection"): after AXES_FAILURE_LIMIT

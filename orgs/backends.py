@@ -1,10 +1,16 @@
-"""Sign-in throttling glue for django-axes (settings: AUTHENTICATION_BACKENDS, AXES_*)."""
+"""The sign-in backends (settings.AUTHENTICATION_BACKENDS): django-axes' throttling glue
+(AXES_*), then email and password."""
 
 from axes.backends import AxesStandaloneBackend
 from axes.exceptions import AxesBackendPermissionDenied
+from django.contrib.auth.backends import ModelBackend
+from django.db import connection
 from django.http import HttpRequest
 
-from .models import email_normalize
+from .models import User, email_normalize
+from .sqlrows import ModelColumns, table
+
+_USER = ModelColumns(User, "u")
 
 
 def axes_username(request: HttpRequest, credentials: dict | None) -> str | None:
@@ -36,3 +42,18 @@ class LockoutBackend(AxesStandaloneBackend):
 
 def refused_by_lockout(request: HttpRequest | None) -> bool:
     return bool(getattr(request, "sign_in_locked_out", False))
+
+
+class AccountBackend(ModelBackend):
+    """Django's ModelBackend (email and password, active accounts only), with the account
+    of a signed-in session read by one written-out SELECT (orgs.sqlrows): every signed-in
+    request reads it, and the ORM's get() cost 0.3 of its 0.4 ms to build."""
+
+    def get_user(self, user_id):
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT {_USER.sql()} FROM {table(User)} u WHERE u.id = %s", [user_id])
+            row = cursor.fetchone()
+        if row is None:
+            return None
+        user = _USER.instance(row)
+        return user if self.user_can_authenticate(user) else None

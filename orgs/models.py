@@ -23,7 +23,7 @@ class UserManager(BaseUserManager):
     use_in_migrations = True
 
     def get_by_natural_key(self, username: str):
-        # Signing in (ModelBackend), createsuperuser and the admin find an account in
+        # Signing in (AccountBackend), createsuperuser and the admin find an account in
         # any case. LOWER(email) = ... rather than iexact: it is the unique index below.
         return self.alias(email_lower=Lower("email")).get(email_lower=email_normalize(username))
 

@@ -41,3 +41,29 @@ def test_a_forged_session_key_is_an_empty_session(client, org):
     client.cookies["sessionid"] = "x" * 32
     assert client.get(org_url("audit:event-list", org)).status_code == 302
     assert client.session.session_key != "x" * 32
+
+
+def test_a_session_whose_account_was_deactivated_or_deleted_signs_the_user_out(
+    client, org, admin
+):
+    """The session's account is read by orgs.backends.AccountBackend: an inactive one
+    is no one, as with Django's ModelBackend, and so is one that is gone."""
+    client.force_login(admin)
+    page = org_url("audit:event-list", org)
+    assert client.get(page).status_code == 200
+    type(admin).objects.filter(pk=admin.pk).update(is_active=False)
+    assert client.get(page).status_code == 302
+    client.force_login(admin)  # active again: signed in again, then the account goes
+    type(admin).objects.filter(pk=admin.pk).update(is_active=True)
+    assert client.get(page).status_code == 200
+    type(admin).objects.filter(pk=admin.pk).delete()
+    assert client.get(page).status_code == 302
+
+
+def test_a_session_whose_password_changed_elsewhere_signs_the_user_out(client, org, admin):
+    """Django's session hash check still applies to the account AccountBackend reads."""
+    client.force_login(admin)
+    page = org_url("audit:event-list", org)
+    admin.set_password("a brand new password 123")
+    admin.save()
+    assert client.get(page).status_code == 302
