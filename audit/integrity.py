@@ -806,24 +806,23 @@ _BLOCK = ModelColumns(
 
 
 def _latest_check_and_block(organization: Organization) -> tuple:
-    """latest_check() and the last block (without its leaves), written out
-    (orgs.sqlrows): the audit log page shows them on every request."""
+    """latest_check() and the last block (without its leaves), in one written-out
+    SELECT (orgs.sqlrows): the audit log page shows them on every request. Each is
+    NULLs when there is none."""
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT {_CHECK.sql()} FROM {table(IntegrityCheck)} c"
-            " WHERE c.organization_id = %s ORDER BY c.checked_at DESC LIMIT 1",
-            [organization.pk],
+            f"SELECT c.*, b.* FROM (SELECT 1) AS one"
+            f" LEFT JOIN (SELECT {_CHECK.sql()} FROM {table(IntegrityCheck)} c"
+            " WHERE c.organization_id = %s ORDER BY c.checked_at DESC LIMIT 1) c ON 1 = 1"
+            f" LEFT JOIN (SELECT {_BLOCK.sql()} FROM {table(Block)} b"
+            " WHERE b.organization_id = %s ORDER BY b.sequence DESC LIMIT 1) b ON 1 = 1",
+            [organization.pk, organization.pk],
         )
-        check = cursor.fetchone()
-        cursor.execute(
-            f"SELECT {_BLOCK.sql()} FROM {table(Block)} b"
-            " WHERE b.organization_id = %s ORDER BY b.sequence DESC LIMIT 1",
-            [organization.pk],
-        )
-        block = cursor.fetchone()
+        row = cursor.fetchone()
+    check, block = row[: len(_CHECK)], row[len(_CHECK) :]
     return (
-        _CHECK.instance(check) if check is not None else None,
-        _BLOCK.instance(block) if block is not None else None,
+        _CHECK.instance(check) if check[0] is not None else None,
+        _BLOCK.instance(block) if block[0] is not None else None,
     )
 
 

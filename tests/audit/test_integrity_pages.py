@@ -13,10 +13,11 @@ from audit import verify
 from audit.integrity import public_keys, seal_org, verify_and_record
 from audit.models import Block
 
-from ..conftest import record
+from ..conftest import record, seal
 
+POSTGRES = connection.vendor == "postgresql"
 postgres = pytest.mark.skipif(
-    connection.vendor == "postgresql",
+    POSTGRES,
     reason="PostgreSQL seals only committed events: tests/audit/test_integrity.py",
 )
 
@@ -42,11 +43,12 @@ def test_the_panel_says_nothing_is_sealed_yet(client, org, admin):
     assert public_keys()[0]["publicKey"] in text
 
 
-@postgres
+# On PostgreSQL for real transactions: only committed events are sealed.
+@pytest.mark.django_db(transaction=POSTGRES, serialized_rollback=POSTGRES)
 def test_the_panel_says_sealed_then_verified(client, org, admin):
     for _ in range(3):
         record(org)
-    seal_org(org.pk, block_events=2)
+    assert seal(org, block_events=2) == 3
     client.force_login(admin)
     assert "3 events in 2 blocks, not verified yet" in panel(client.get(page(org)))
     verify_and_record(org)
