@@ -67,3 +67,9 @@ def test_a_session_whose_password_changed_elsewhere_signs_the_user_out(client, o
     admin.set_password("a brand new password 123")
     admin.save()
     assert client.get(page).status_code == 302
+
+
+def test_a_session_signed_in_by_djangos_model_backend_stays_signed_in(client, org, admin):
+    """Sessions from before orgs.backends.AccountBackend name Django's ModelBackend."""
+    client.force_login(admin, backend="django.contrib.auth.backends.ModelBackend")
+    assert client.get(org_url("audit:event-list", org)).status_code == 200
