@@ -4,6 +4,7 @@ import re
 import orjson
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from orgs.models import Organization, Product
@@ -280,12 +281,15 @@ class IngestedEvent(models.Model):
     """The idempotency key of an ingested event: a product's own id for it, unique per
     product, and the event it was recorded as. Inserted (ON CONFLICT DO NOTHING) in the
     transaction that records the event, so a resent or concurrently sent event is
-    recorded once. `event_id` is no foreign key: the retention job removes events."""
+    recorded once. `event_id` is no foreign key: the retention job removes events. It
+    also removes the keys claimed longer ago than any plan keeps events (`claimed_at`,
+    filled by the database: audit.retention.ingest_claims_purge)."""
 
     # The unique constraint's index serves the foreign key too.
     product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="+", db_index=False)
     external_id = models.CharField(max_length=200)
     event_id = models.BigIntegerField(null=True)
+    claimed_at = models.DateTimeField(db_default=Now(), editable=False)
 
     class Meta:
         constraints = [
@@ -293,6 +297,7 @@ class IngestedEvent(models.Model):
                 fields=["product", "external_id"], name="ingestedevent_product_external"
             )
         ]
+        indexes = [models.Index(fields=["claimed_at"], name="ingestedevent_claimed")]
 
     def __str__(self) -> str:
         return f"{self.product_id}:{self.external_id} -> {self.event_id}"

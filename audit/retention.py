@@ -20,10 +20,17 @@ from django.db import DatabaseError, connection, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from orgs.models import Organization, User
+from orgs.models import Organization, Plan, User
 
 from .guard import purge_allowed
-from .models import Event, EventHourlyCount, EventHourlyTotal, EventTerm, RetentionMark
+from .models import (
+    Event,
+    EventHourlyCount,
+    EventHourlyTotal,
+    EventTerm,
+    IngestedEvent,
+    RetentionMark,
+)
 from .recording import activity_cache_clear, activity_keys_by_id, event_terms, term_hash
 from .services import SYSTEM, event_record
 
@@ -60,6 +67,7 @@ class PurgeResult:
     dry_run: bool
     orgs: list[OrgPurge] = field(default_factory=list)
     complete: bool = True  # False when the deadline stopped it with work left
+    ingest_claims: int = 0  # idempotency keys removed (ingest_claims_purge)
 
     @property
     def events(self) -> int:
@@ -71,6 +79,7 @@ class PurgeResult:
             "complete": self.complete,
             "events": self.events,
             "orgs": {o.organization.pk: o.events for o in self.orgs if o.events},
+            "ingest_claims": self.ingest_claims,
         }
 
 
@@ -151,7 +160,45 @@ def audit_log_purge(
             _purge_record(purge)
         if not result.complete:
             break
+    if every_org and not dry_run and result.complete:
+        result.ingest_claims = ingest_claims_purge(
+            now=now, batch_size=batch_size, pause=pause, deadline=deadline
+        )
     return result
+
+
+def ingest_claims_purge(
+    *,
+    now: datetime | None = None,
+    batch_size: int = 1000,
+    pause: float = 0.0,
+    deadline: float | None = None,
+) -> int:
+    """Removes the ingest's idempotency keys (IngestedEvent) claimed longer ago than any
+    plan keeps events, oldest first, in batches of `batch_size`, one short transaction
+    each, until none is left or `deadline` (time.monotonic()) has passed (the next day's
+    run goes on); returns how many. A product that resends an event keeps getting
+    `duplicate` for as long as the event may still be in the log; without this the
+    keys, one per ingested event, outlived their events forever. Not audited: it tidies
+    the ingest's bookkeeping, not the log."""
+    longest = max(
+        [settings.AUDIT_MIN_RETENTION_DAYS, *Plan.objects.values_list("retention_days", flat=True)]
+    )
+    cutoff = (now or timezone.now()) - timedelta(days=longest)
+    table = connection.ops.quote_name(IngestedEvent._meta.db_table)
+    removed = 0
+    while True:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table}"  # noqa: S608
+                " WHERE claimed_at < %s ORDER BY claimed_at LIMIT %s)",
+                [connection.ops.adapt_datetimefield_value(cutoff), batch_size],
+            )
+            batch = cursor.rowcount
+        removed += batch
+        if batch < batch_size or (deadline is not None and time.monotonic() > deadline):
+            return removed
+        time.sleep(pause)
 
 
 def _partitions_drop(now: datetime, max_share: float) -> dict[int, int]:

@@ -3,8 +3,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.core.management import call_command
 from django.db import connection
+from django.utils import timezone
 
-from audit.models import Event, EventHourlyCount, EventHourlyTotal, EventTerm
+from audit.models import Event, EventHourlyCount, EventHourlyTotal, EventTerm, IngestedEvent
 from audit.retention import audit_log_purge, retention_cutoff
 from audit.services import Actor, EventSpec, event_record, event_record_batch, item, user_item
 from orgs.models import Organization, Plan
@@ -266,3 +267,25 @@ def test_two_purges_at_once_remove_each_event_once_and_keep_the_counts_right():
     assert len(ids(org)) == len(kept)
     counts = EventHourlyCount.objects.filter(organization=org, hour__lt=NOW)
     assert dict(counts.values_list("hour", "count")) == {hour: len(kept)}
+
+
+def test_ingest_keys_claimed_before_any_plan_keeps_events_are_removed(org, jira):
+    """The ingest's idempotency keys (IngestedEvent) go once no plan's retention could
+    still hold their event: a resend before that is still a duplicate."""
+    Plan.objects.filter(pk=org.plan_id).update(retention_days=400)
+    for n in range(5):
+        IngestedEvent.objects.create(
+            product=jira, external_id=f"old-{n}", claimed_at=NOW - timedelta(days=400, hours=n + 1)
+        )
+    IngestedEvent.objects.create(
+        product=jira, external_id="kept", claimed_at=NOW - timedelta(days=399)
+    )
+    fresh = IngestedEvent.objects.create(product=jira, external_id="fresh")  # the database's now
+    fresh.refresh_from_db()
+    assert abs(fresh.claimed_at - timezone.now()) < timedelta(minutes=5)
+    assert purge(dry_run=True).ingest_claims == 0
+    assert purge(organizations=[org]).ingest_claims == 0  # only a run over every organization
+    assert IngestedEvent.objects.count() == 7
+    result = purge(batch_size=2)
+    assert result.ingest_claims == 5 and result.summary()["ingest_claims"] == 5
+    assert set(IngestedEvent.objects.values_list("external_id", flat=True)) == {"kept", "fresh"}
