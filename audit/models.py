@@ -297,7 +297,6 @@ class IngestedEvent(models.Model):
                 fields=["product", "external_id"], name="ingestedevent_product_external"
             )
         ]
-        indexes = [models.Index(fields=["claimed_at"], name="ingestedevent_claimed")]
 
     def __str__(self) -> str:
         return f"{self.product_id}:{self.external_id} -> {self.event_id}"

@@ -2,7 +2,8 @@
 (the keys already there get this migration's time), for the retention job to remove
 the keys claimed longer ago than any plan keeps events
 (audit.retention.ingest_claims_purge). On PostgreSQL the column comes without a rewrite
-of the table (now() is evaluated once). Its index is the next migration's."""
+of the table (now() is evaluated once). No index: the job walks the primary key, the ids
+being in claim order."""
 
 import django.db.models.functions.datetime
 from django.db import migrations, models

@@ -271,7 +271,8 @@ def test_two_purges_at_once_remove_each_event_once_and_keep_the_counts_right():
 
 def test_ingest_keys_claimed_before_any_plan_keeps_events_are_removed(org, jira):
     """The ingest's idempotency keys (IngestedEvent) go once no plan's retention could
-    still hold their event: a resend before that is still a duplicate."""
+    still hold their event: a resend before that is still a duplicate. Oldest first by
+    id; a key claimed out of order waits for the keys before it."""
     Plan.objects.filter(pk=org.plan_id).update(retention_days=400)
     for n in range(5):
         IngestedEvent.objects.create(
@@ -280,12 +281,19 @@ def test_ingest_keys_claimed_before_any_plan_keeps_events_are_removed(org, jira)
     IngestedEvent.objects.create(
         product=jira, external_id="kept", claimed_at=NOW - timedelta(days=399)
     )
+    IngestedEvent.objects.create(
+        product=jira, external_id="straggler", claimed_at=NOW - timedelta(days=401)
+    )
     fresh = IngestedEvent.objects.create(product=jira, external_id="fresh")  # the database's now
     fresh.refresh_from_db()
     assert abs(fresh.claimed_at - timezone.now()) < timedelta(minutes=5)
     assert purge(dry_run=True).ingest_claims == 0
     assert purge(organizations=[org]).ingest_claims == 0  # only a run over every organization
-    assert IngestedEvent.objects.count() == 7
+    assert IngestedEvent.objects.count() == 8
     result = purge(batch_size=2)
     assert result.ingest_claims == 5 and result.summary()["ingest_claims"] == 5
-    assert set(IngestedEvent.objects.values_list("external_id", flat=True)) == {"kept", "fresh"}
+    left = set(IngestedEvent.objects.values_list("external_id", flat=True))
+    assert left == {"kept", "straggler", "fresh"}
+    later = audit_log_purge(now=NOW + timedelta(days=2), pause=0, batch_size=2)
+    assert later.ingest_claims == 2
+    assert list(IngestedEvent.objects.values_list("external_id", flat=True)) == ["fresh"]
