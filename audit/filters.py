@@ -330,7 +330,7 @@ class EventFilter(EventFilterForm):
 
     @cached_property
     def retention_start(self) -> datetime:
-        return self.now - timedelta(days=self.org.plan.retention_days)
+        return self.now - self.org.plan.retention
 
     @cached_property
     def window(self) -> Window:

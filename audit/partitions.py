@@ -93,11 +93,15 @@ def partitions_of(table: str, conn=None) -> list[str]:
 
 def longest_retention_days(conn=None) -> int:
     """The longest retention of any organization, never less than the minimum: the
-    partition functions compute the same (_LONGEST_SQL)."""
+    partition functions compute the same (_LONGEST_SQL). Nor more than
+    MAX_RETENTION_DAYS (a plan row edited around the admin's check), past which no
+    month could be computed."""
+    from orgs.models import MAX_RETENTION_DAYS
+
     conn = conn or connection
     with conn.cursor() as cursor:
         cursor.execute(f"SELECT {_longest_sql(settings.AUDIT_MIN_RETENTION_DAYS)}")
-        return cursor.fetchone()[0]
+        return min(cursor.fetchone()[0], MAX_RETENTION_DAYS)
 
 
 def _longest_sql(min_days: int) -> str:

@@ -20,7 +20,7 @@ from django.db import DatabaseError, connection, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
-from orgs.models import Organization, Plan, User
+from orgs.models import MAX_RETENTION_DAYS, Organization, Plan, User
 
 from .guard import purge_allowed
 from .models import (
@@ -42,8 +42,10 @@ logger = logging.getLogger(__name__)
 
 def retention_days(organization: Organization) -> int:
     """The plan's retention, never less than AUDIT_MIN_RETENTION_DAYS: a plan row edited
-    around the admin's check (raw SQL, a script) cannot shorten it."""
-    return max(organization.plan.retention_days, settings.AUDIT_MIN_RETENTION_DAYS)
+    around the admin's check (raw SQL, a script) cannot shorten it. Nor more than
+    MAX_RETENTION_DAYS, past which the cutoff could not be computed."""
+    days = max(organization.plan.retention_days, settings.AUDIT_MIN_RETENTION_DAYS)
+    return min(days, MAX_RETENTION_DAYS)
 
 
 def retention_cutoff(organization: Organization, now: datetime | None = None) -> datetime:
@@ -186,9 +188,8 @@ def ingest_claims_purge(
     expired, in one short transaction, until a batch finds one that is not (the rest
     are younger; a straggler goes the next day) or `deadline` (time.monotonic()) has
     passed."""
-    longest = max(
-        [settings.AUDIT_MIN_RETENTION_DAYS, *Plan.objects.values_list("retention_days", flat=True)]
-    )
+    days = Plan.objects.values_list("retention_days", flat=True)
+    longest = min(max([settings.AUDIT_MIN_RETENTION_DAYS, *days]), MAX_RETENTION_DAYS)
     cutoff = (now or timezone.now()) - timedelta(days=longest)
     table = connection.ops.quote_name(IngestedEvent._meta.db_table)
     removed = 0

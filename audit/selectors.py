@@ -739,7 +739,7 @@ def event_get(org: Organization, event_id: int, *, now: datetime | None = None) 
         .filter(
             organization=org,
             pk=event_id,
-            occurred_at__gte=now - timedelta(days=org.plan.retention_days),
+            occurred_at__gte=now - org.plan.retention,
         )
         .first()
     )
@@ -956,9 +956,7 @@ def event_stream_rows(
 
 def _stream_queryset(org, after, desc, since, until, now) -> tuple[QuerySet, list[str]]:
     now = now or timezone.now()
-    qs = Event.objects.filter(
-        organization=org, occurred_at__gte=now - timedelta(days=org.plan.retention_days)
-    )
+    qs = Event.objects.filter(organization=org, occurred_at__gte=now - org.plan.retention)
     if since is not None:
         qs = qs.filter(recorded_at__gte=since)
     if until is not None:

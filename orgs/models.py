@@ -1,3 +1,4 @@
+from datetime import timedelta
 from zoneinfo import available_timezones
 
 from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
@@ -86,6 +87,11 @@ class User(AbstractBaseUser, PermissionsMixin):
         return self.email.rpartition("@")[2].lower()
 
 
+# The longest retention a plan may have: a century. More is a typo, and past ~700,000
+# days the retention job's cutoff (now minus the retention) falls before year 1.
+MAX_RETENTION_DAYS = 36_500
+
+
 class Plan(models.Model):
     """A subscription plan and what it includes. Rows are created by a data
     migration from the vendor's entitlement table; staff may edit them."""
@@ -134,6 +140,13 @@ class Plan(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def retention(self) -> timedelta:
+        """How far back the plan shows events: retention_days, never more than
+        MAX_RETENTION_DAYS (a row edited around the admin's check), past which "now
+        less the retention" falls before year 1."""
+        return timedelta(days=min(self.retention_days, MAX_RETENTION_DAYS))
 
     @property
     def user_created_kinds(self) -> list[str]:

@@ -22,6 +22,7 @@ from django.utils import timezone
 from audit.services import ANONYMOUS, Actor, event_record, item, request_meta, user_item
 
 from .models import (
+    MAX_RETENTION_DAYS,
     ApiKey,
     ApiKeyUse,
     HashedKey,
@@ -272,6 +273,8 @@ def plan_retention_refusal(days: int | None) -> str:
     minimum = settings.AUDIT_MIN_RETENTION_DAYS
     if days is not None and days < minimum:
         return f"Retention must be at least {minimum} days (AUDIT_MIN_RETENTION_DAYS)."
+    if days is not None and days > MAX_RETENTION_DAYS:
+        return f"Retention can be at most {MAX_RETENTION_DAYS:,} days (100 years)."
     return ""
 
 

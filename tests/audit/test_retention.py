@@ -3,6 +3,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.core.management import call_command
 from django.db import connection
+from django.urls import reverse
 from django.utils import timezone
 
 from audit.models import Event, EventHourlyCount, EventHourlyTotal, EventTerm, IngestedEvent
@@ -297,3 +298,17 @@ def test_ingest_keys_claimed_before_any_plan_keeps_events_are_removed(org, jira)
     later = audit_log_purge(now=NOW + timedelta(days=2), pause=0, batch_size=2)
     assert later.ingest_claims == 2
     assert list(IngestedEvent.objects.values_list("external_id", flat=True)) == ["fresh"]
+
+
+def test_a_retention_past_any_date_set_around_the_admin_stops_nothing(client, org, admin):
+    """The admin refuses more than MAX_RETENTION_DAYS; a row edited around it (raw SQL)
+    is read as that many days, rather than a cutoff before year 1 failing the job every
+    day and the pages every time."""
+    Plan.objects.filter(pk=org.plan_id).update(retention_days=10_000_000)
+    old = record(org, NOW - timedelta(days=400))
+    result = purge()
+    assert result.complete and old.pk in ids(org)
+    client.force_login(admin)
+    assert client.get(reverse("audit:event-list", args=[org.pk])).status_code == 200
+    detail = reverse("audit:event-detail", args=[org.pk, old.pk])
+    assert client.get(detail).status_code == 200

@@ -43,9 +43,7 @@ def test_a_forged_session_key_is_an_empty_session(client, org):
     assert client.session.session_key != "x" * 32
 
 
-def test_a_session_whose_account_was_deactivated_or_deleted_signs_the_user_out(
-    client, org, admin
-):
+def test_a_session_whose_account_was_deactivated_or_deleted_signs_the_user_out(client, org, admin):
     """The session's account is read by orgs.backends.AccountBackend: an inactive one
     is no one, as with Django's ModelBackend, and so is one that is gone."""
     client.force_login(admin)
