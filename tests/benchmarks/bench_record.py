@@ -60,6 +60,17 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
+def seed_arguments(description: str, default_url: str) -> argparse.ArgumentParser:
+    """The arguments of a benchmark that seeds with `seed_demo --events --orgs` into its
+    own PostgreSQL database (bench_seed, bench_terms): add its own, then parse."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--database-url", default=default_url, help=f"default {default_url}")
+    parser.add_argument("--events", type=int, default=1_000_000, help="Acme's events (1M)")
+    parser.add_argument("--orgs", type=int, default=100, help="other organizations (100)")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="seed processes")
+    return parser
+
+
 def django_setup(url: str) -> None:
     """Django on the throwaway database `url`, as the benchmarks run it: DEBUG off as in
     production (with DEBUG on Django keeps a log of every query), the fast password

@@ -33,17 +33,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_export import export_timed  # noqa: E402
-from bench_record import database_drop, database_reset, django_setup, run_header  # noqa: E402
+from bench_record import (  # noqa: E402
+    database_drop,
+    database_reset,
+    django_setup,
+    run_header,
+    seed_arguments,
+)
 
 DEFAULT_URL = "postgres://auditlog@127.0.0.1:5432/bench_terms"
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--database-url", default=DEFAULT_URL, help=f"default {DEFAULT_URL}")
-    parser.add_argument("--events", type=int, default=1_000_000, help="Acme's events (1M)")
-    parser.add_argument("--orgs", type=int, default=100, help="other organizations (100)")
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="seed processes")
+    parser = seed_arguments(__doc__.split("\n\n")[0], DEFAULT_URL)
     parser.add_argument("--runs", type=int, default=3, help="timed runs per export (3)")
     parser.add_argument("--reuse", action="store_true", help="reuse an already seeded database")
     parser.add_argument("--drop", action="store_true", help="drop the database at the end")
