@@ -11,6 +11,22 @@ _ORG = ModelColumns(Organization, "o")
 _PLAN = ModelColumns(Plan, "p")
 
 
+def org_plan_sql(org_id: str) -> tuple[str, str]:
+    """(the SELECT list, the JOINs) that read the organization whose id is the column
+    `org_id`, with its plan, as aliases o and p; org_with_plan makes the values one."""
+    joins = (
+        f" JOIN {table(Organization)} o ON o.id = {org_id} JOIN {table(Plan)} p ON p.id = o.plan_id"
+    )
+    return f"{_ORG.sql()}, {_PLAN.sql()}", joins
+
+
+def org_with_plan(values) -> Organization:
+    """The organization, its plan loaded, of the values org_plan_sql's list reads."""
+    org = _ORG.instance(values[: len(_ORG)])
+    org.plan = _PLAN.instance(values[len(_ORG) :])
+    return org
+
+
 def org_for_admin(user: User, org_id: int) -> Organization:
     """The organization (its plan loaded) if `user` is one of its admins.
 
@@ -22,11 +38,10 @@ def org_for_admin(user: User, org_id: int) -> Organization:
     time to build."""
     row = None
     if user.is_authenticated:
+        columns, joins = org_plan_sql("m.organization_id")
         with connection.cursor() as cursor:
             cursor.execute(
-                f"SELECT m.role, {_ORG.sql()}, {_PLAN.sql()} FROM {table(Membership)} m"
-                f" JOIN {table(Organization)} o ON o.id = m.organization_id"
-                f" JOIN {table(Plan)} p ON p.id = o.plan_id"
+                f"SELECT m.role, {columns} FROM {table(Membership)} m{joins}"
                 " WHERE m.organization_id = %s AND m.user_id = %s",
                 [org_id, user.pk],
             )
@@ -35,9 +50,7 @@ def org_for_admin(user: User, org_id: int) -> Organization:
         raise Http404("No such organization")
     if row[0] != Membership.Role.ADMIN:
         raise PermissionDenied("Only organization admins can do this")
-    org = _ORG.instance(row[1 : 1 + len(_ORG)])
-    org.plan = _PLAN.instance(row[1 + len(_ORG) :])
-    return org
+    return org_with_plan(row[1:])
 
 
 def admin_orgs(user: User):
