@@ -44,8 +44,11 @@ def retention_days(organization: Organization) -> int:
     """The plan's retention, never less than AUDIT_MIN_RETENTION_DAYS: a plan row edited
     around the admin's check (raw SQL, a script) cannot shorten it. Nor more than
     MAX_RETENTION_DAYS, past which the cutoff could not be computed."""
-    days = max(organization.plan.retention_days, settings.AUDIT_MIN_RETENTION_DAYS)
-    return min(days, MAX_RETENTION_DAYS)
+    return _bounded(organization.plan.retention_days)
+
+
+def _bounded(days: int) -> int:
+    return min(max(days, settings.AUDIT_MIN_RETENTION_DAYS), MAX_RETENTION_DAYS)
 
 
 def retention_cutoff(organization: Organization, now: datetime | None = None) -> datetime:
@@ -188,8 +191,7 @@ def ingest_claims_purge(
     expired, in one short transaction, until a batch finds one that is not (the rest
     are younger; a straggler goes the next day) or `deadline` (time.monotonic()) has
     passed."""
-    days = Plan.objects.values_list("retention_days", flat=True)
-    longest = min(max([settings.AUDIT_MIN_RETENTION_DAYS, *days]), MAX_RETENTION_DAYS)
+    longest = _bounded(max(Plan.objects.values_list("retention_days", flat=True), default=0))
     cutoff = (now or timezone.now()) - timedelta(days=longest)
     table = connection.ops.quote_name(IngestedEvent._meta.db_table)
     removed = 0
